@@ -1,0 +1,1 @@
+"""Conveyor's domain: everything that decides or does the work, with no Flask or Celery in it."""

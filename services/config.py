@@ -1,0 +1,82 @@
+"""One typed settings object, read from the environment (and `.env`) once."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/conveyor",
+        description="SQLAlchemy URL of the PostgreSQL database (source of truth).",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker and rate-limit store.")
+
+    workspace_url: str = Field(
+        "file:///var/lib/conveyor/work",
+        description="Where stages hand files to each other; must be shared by all workers.",
+    )
+    workspace_keep_failed_seconds: int = Field(
+        86400, description="How long a failed job's workspace folder is kept for inspection."
+    )
+
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint; unset means AWS.")
+    s3_region: str = Field("us-east-1", description="S3 region used for signing.")
+    s3_bucket: str = Field("conveyor-media", description="Delivery bucket for HLS output.")
+    s3_prefix: str = Field("hls", description="Key prefix for published jobs.")
+    s3_public_base_url: str | None = Field(
+        None, description="Public (CDN) base URL of the bucket; unset means presigned URLs."
+    )
+    s3_presign_seconds: int = Field(7 * 86400, description="Lifetime of presigned playback URLs.")
+    s3_multipart_threshold_bytes: int = Field(
+        8 * 1024 * 1024, description="Multipart upload above this size."
+    )
+
+    max_upload_bytes: int = Field(5 * 1024**3, description="Largest accepted upload or fetched source.")
+    fetch_connect_timeout: float = Field(10.0, description="Seconds to connect when fetching a URL.")
+    fetch_read_timeout: float = Field(30.0, description="Seconds between bytes when fetching a URL.")
+    ssrf_allow_cidrs: list[str] = Field(
+        default_factory=list,
+        description='Private networks server-side requests may reach (JSON list, e.g. ["127.0.0.0/8"]).',
+    )
+
+    segment_seconds: int = Field(4, description="HLS segment length; keyframes are forced on it.")
+    x264_preset: str = Field("veryfast", description="x264 preset for every rendition.")
+    ffmpeg_threads: int = Field(0, description="ffmpeg -threads (0 = ffmpeg decides).")
+    ffmpeg_memory_limit_bytes: int = Field(4 * 1024**3, description="RLIMIT_AS for each ffmpeg child.")
+
+    stage_lease_seconds: int = Field(
+        60, description="A claimed stage belongs to its worker this long per heartbeat."
+    )
+    heartbeat_seconds: float = Field(5.0, description="How often a running stage renews its lease.")
+    stage_max_attempts: int = Field(3, description="Attempts per stage before the job fails.")
+    stage_soft_time_limit: int = Field(3300, description="Seconds before a stage is asked to stop.")
+    stage_hard_time_limit: int = Field(3600, description="Seconds before a stage's worker process is killed.")
+    retry_backoff_seconds: float = Field(2.0, description="First retry delay for transient errors (doubles).")
+    sweep_interval_seconds: float = Field(30.0, description="How often the sweeper recovers lost stages.")
+    sweep_grace_seconds: float = Field(
+        120.0, description="A queued stage not picked up after this is re-sent."
+    )
+
+    webhook_secret: str | None = Field(
+        None, validation_alias="CONVEYOR_WEBHOOK_SECRET", description="Standard Webhooks secret (whsec_...)."
+    )
+    webhook_timeout_seconds: float = Field(10.0, description="Timeout of one webhook delivery.")
+    webhook_max_attempts: int = Field(6, description="Deliveries tried before a webhook is given up.")
+    webhook_backoff_seconds: float = Field(5.0, description="First webhook retry delay (doubles).")
+
+    google_api_key: str | None = Field(None, description="Gemini API key; enables the gemini analyzer.")
+    gemini_model: str = Field("gemini-2.5-flash", description="Model used for video analysis.")
+    gemini_base_url: str | None = Field(None, description="Override of Google's API base URL.")
+
+    log_level: str = Field("INFO", description="Log level for API, workers and beat.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,137 @@
+"""The local analyzer against real ffmpeg, on short clips generated with lavfi."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from services.analysis import analyze_local
+from services.errors import AnalysisFailed
+from services.probe import AudioStream, MediaInfo, probe
+
+pytestmark = pytest.mark.integration
+
+TOLERANCE = 0.15
+PICTURE = "s=320x240:r=30"
+
+
+def render(target: Path, sources: list[str], graph: str, maps: list[str]) -> Path:
+    """Encode lavfi `sources` through `graph` into `target`, as an uploaded file would be."""
+    args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    for source in sources:
+        args += ["-f", "lavfi", "-i", source]
+    args += ["-filter_complex", graph]
+    for label in maps:
+        args += ["-map", label]
+    if "[v]" in maps:
+        args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    if "[a]" in maps:
+        args += ["-c:a", "aac", "-b:a", "96k"]
+    subprocess.run([*args, str(target)], check=True, capture_output=True)
+    return target
+
+
+@pytest.fixture
+def black_then_picture(tmp_path: Path) -> Path:
+    """1 s black then 2 s testsrc2; audio: 1 s tone, 1 s silence, 1 s tone."""
+    return render(
+        tmp_path / "black_then_picture.mp4",
+        [
+            f"color=black:{PICTURE}:d=1",
+            f"testsrc2={PICTURE}:d=2",
+            "sine=frequency=440:sample_rate=48000:duration=1",
+            "anullsrc=r=48000:cl=mono",
+            "sine=frequency=440:sample_rate=48000:duration=1",
+        ],
+        "[0:v][1:v]concat=n=2:v=1:a=0[v];[3:a]atrim=duration=1[gap];[2:a][gap][4:a]concat=n=3:v=0:a=1[a]",
+        ["[v]", "[a]"],
+    )
+
+
+def near(value: float, expected: float) -> bool:
+    return abs(value - expected) <= TOLERANCE
+
+
+def test_finds_black_silence_and_loudness(black_then_picture: Path) -> None:
+    result = analyze_local(black_then_picture, probe(black_then_picture))
+
+    assert result["backend"] == "local"
+    assert [result[key] for key in ("width", "height", "has_video", "has_audio")] == [320, 240, True, True]
+    [black] = result["black_segments"]
+    assert near(black["start"], 0.0) and near(black["end"], 1.0)
+    [silence] = result["silences"]
+    assert near(silence["start"], 1.0) and near(silence["end"], 2.0)
+    integrated = result["loudness"]["integrated_lufs"]
+    assert isinstance(integrated, float) and math.isfinite(integrated) and integrated < 0
+    assert result["loudness"]["true_peak_dbtp"] < 0
+    assert result["summary"].endswith("1 silence, 1 black segment")
+
+
+def test_finds_the_cut_between_two_pictures(tmp_path: Path) -> None:
+    clip = render(
+        tmp_path / "red_then_blue.mp4",
+        [f"color=red:{PICTURE}:d=1.5", f"color=blue:{PICTURE}:d=1.5"],
+        "[0:v][1:v]concat=n=2:v=1:a=0[v]",
+        ["[v]"],
+    )
+    result = analyze_local(clip, probe(clip))
+
+    [cut] = result["scene_cuts"]
+    assert near(cut["time"], 1.5)
+    assert 0 < cut["score"] <= 1
+    assert result["black_segments"] == []
+
+
+def test_without_audio_there_is_no_loudness(tmp_path: Path) -> None:
+    clip = render(tmp_path / "mute.mp4", [f"testsrc2={PICTURE}:d=2"], "[0:v]null[v]", ["[v]"])
+    result = analyze_local(clip, probe(clip))
+
+    assert result["has_audio"] is False
+    assert result["loudness"] is None
+    assert result["silences"] == []
+    assert result["audio_codec"] is None
+
+
+def test_audio_only_has_loudness_and_no_picture(tmp_path: Path) -> None:
+    clip = render(
+        tmp_path / "tone.m4a",
+        ["sine=frequency=1000:sample_rate=48000:duration=3"],
+        "[0:a]volume=0.5[a]",
+        ["[a]"],
+    )
+    result = analyze_local(clip, probe(clip))
+
+    assert result["has_video"] is False
+    assert [result[key] for key in ("width", "height", "fps", "video_codec")] == [None] * 4
+    assert result["scene_cuts"] == result["black_segments"] == []
+    assert result["silences"] == []
+    integrated = result["loudness"]["integrated_lufs"]
+    assert math.isfinite(integrated) and -40 < integrated < 0
+
+
+def test_a_slow_analysis_is_killed(black_then_picture: Path) -> None:
+    with pytest.raises(AnalysisFailed) as failure:
+        analyze_local(black_then_picture, probe(black_then_picture), timeout=0.001)
+    assert failure.value.code == "timeout"
+
+
+def test_an_unreadable_file_fails_with_ffmpegs_reason(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(bytes(range(256)) * 64)
+    # The probe would refuse this file; a hand-made description gets it to ffmpeg.
+    info = MediaInfo(
+        format_name="mov,mp4,m4a,3gp,3g2,mj2",
+        duration=3.0,
+        size_bytes=junk.stat().st_size,
+        bit_rate=0,
+        video=None,
+        audio=AudioStream(codec="aac", channels=1, sample_rate=48000),
+        stream_count=1,
+    )
+    with pytest.raises(AnalysisFailed) as failure:
+        analyze_local(junk, info)
+    assert failure.value.code == "analysis_failed"
+    assert "Invalid data found" in failure.value.message

@@ -1,0 +1,84 @@
+"""Finding stages the broker lost or whose worker died, so nothing is lost.
+
+A stage is lost when it is queued but nobody picked it up within the grace period (a lost
+message, a flushed Redis, a crash between commit and send), or running under an expired
+lease (its worker died). Rows are locked with SKIP LOCKED so two sweepers never collide.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from models import Job, JobStage
+from services.config import Settings
+from services.stages import ACTIVE_JOB_STATUSES, fail_stage, max_attempts_for, record_event
+
+
+@dataclass(frozen=True)
+class Recovery:
+    to_dispatch: list[tuple[uuid.UUID, str]]
+    failed: list[tuple[uuid.UUID, str]]
+
+
+def recover_lost_stages(session: Session, settings: Settings, *, limit: int = 500) -> Recovery:
+    grace = timedelta(seconds=settings.sweep_grace_seconds)
+    live = or_(Job.status.in_(ACTIVE_JOB_STATUSES), JobStage.name == "notify")
+    rows = session.scalars(
+        select(JobStage)
+        .join(Job, Job.id == JobStage.job_id)
+        .where(
+            live,
+            or_(
+                and_(JobStage.status == "queued", JobStage.available_at < func.now() - grace),
+                and_(JobStage.status == "running", JobStage.lease_until < func.now()),
+            ),
+        )
+        .order_by(JobStage.available_at)
+        .limit(limit)
+        .with_for_update(of=JobStage, skip_locked=True)
+    ).all()
+    to_dispatch: list[tuple[uuid.UUID, str]] = []
+    failed: list[tuple[uuid.UUID, str]] = []
+    for stage in rows:
+        if stage.status == "running" and stage.attempts >= max_attempts_for(stage.name, settings):
+            fail_stage(
+                session,
+                stage.job_id,
+                stage.name,
+                "worker_lost",
+                f"The {stage.name} stage's worker stopped answering {stage.attempts} times; giving up.",
+            )
+            failed.append((stage.job_id, stage.name))
+            continue
+        reason = "lease_expired" if stage.status == "running" else "not_picked_up"
+        stage.status, stage.worker, stage.lease_until = "queued", None, None
+        stage.available_at = func.now()
+        record_event(session, stage.job_id, "stage.redispatched", stage.name, reason=reason)
+        to_dispatch.append((stage.job_id, stage.name))
+    return Recovery(to_dispatch=to_dispatch, failed=failed)
+
+
+def workspace_jobs_to_remove(
+    session: Session, job_ids: list[uuid.UUID], settings: Settings
+) -> list[uuid.UUID]:
+    """Of the jobs with a workspace folder, those whose folder is no longer needed: ended
+    jobs, except failed ones still inside their keep period (kept for inspection)."""
+    if not job_ids:
+        return []
+    keep = timedelta(seconds=settings.workspace_keep_failed_seconds)
+    ended = session.scalars(
+        select(Job.id).where(
+            Job.id.in_(job_ids),
+            or_(
+                Job.status.in_(("succeeded", "canceled")),
+                and_(Job.status == "failed", Job.finished_at < func.now() - keep),
+            ),
+        )
+    ).all()
+    known = set(session.scalars(select(Job.id).where(Job.id.in_(job_ids))).all())
+    return list(ended) + [job_id for job_id in job_ids if job_id not in known]

@@ -1,0 +1,185 @@
+"""Publishing HLS output to the delivery bucket, and the URLs players use to reach it."""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.client import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from services.config import Settings
+from services.errors import StorageFailed
+
+CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".vtt": "text/vtt",
+    ".jpg": "image/jpeg",
+    ".json": "application/json",
+}
+# Playlists change on every re-run of a job; segments never change once written.
+PLAYLIST_CACHE = "public, max-age=60"
+SEGMENT_CACHE = "public, max-age=31536000, immutable"
+
+
+def make_delivery(settings: Settings) -> Delivery:
+    return Delivery(
+        client=make_s3_client(settings),
+        bucket=settings.s3_bucket,
+        public_base_url=settings.s3_public_base_url,
+        presign_seconds=settings.s3_presign_seconds,
+        multipart_threshold=settings.s3_multipart_threshold_bytes,
+    )
+
+
+def make_s3_client(settings: Settings, *, timeout: float = 60.0, attempts: int = 5) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": attempts, "mode": "standard"},
+            connect_timeout=min(timeout, 5.0),
+            read_timeout=timeout,
+        ),
+    )
+
+
+def ensure_bucket(client: Any, bucket: str) -> None:
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise StorageFailed(f"The delivery bucket {bucket!r} cannot be reached: {exc}") from exc
+        client.create_bucket(Bucket=bucket)
+    except BotoCoreError as exc:
+        raise StorageFailed(f"The S3 server cannot be reached: {exc}") from exc
+
+
+def content_type(path: Path) -> str:
+    return CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+def publish_order(files: Iterable[Path]) -> list[Path]:
+    """Segments first, then media playlists, the master last: a player that finds the
+    master never finds a playlist whose segments are missing."""
+
+    def rank(path: Path) -> tuple[int, str]:
+        if path.name == "master.m3u8":
+            return (2, str(path))
+        return (1 if path.suffix == ".m3u8" else 0, str(path))
+
+    return sorted(files, key=rank)
+
+
+def rewrite_playlist(text: str, url_for: Callable[[str], str]) -> str:
+    """Replace each relative URI in a playlist by the URL url_for gives (for signed delivery,
+    where a relative link would lose the signature)."""
+    lines = []
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "://" not in line:
+            line = url_for(line)
+        elif line.startswith("#") and 'URI="' in line:
+            head, _, rest = line.partition('URI="')
+            uri, _, tail = rest.partition('"')
+            if "://" not in uri:
+                line = f'{head}URI="{url_for(uri)}"{tail}'
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where published objects are and how a player reaches them."""
+
+    client: Any
+    bucket: str
+    public_base_url: str | None
+    presign_seconds: int
+    multipart_threshold: int = 8 * 1024 * 1024
+
+    @property
+    def signed(self) -> bool:
+        return self.public_base_url is None
+
+    def url(self, key: str) -> str:
+        if self.public_base_url is not None:
+            return f"{self.public_base_url.rstrip('/')}/{quote(key)}"
+        url: str = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.presign_seconds
+        )
+        return url
+
+
+def publish_tree(
+    delivery: Delivery, local_dir: Path, prefix: str, on_progress: Callable[[float], None] | None = None
+) -> dict[str, str]:
+    """Upload every file under local_dir to prefix/…, in publish order; returns key by relative path.
+
+    With signed delivery, playlists are rewritten to carry signed URLs of what they list.
+    """
+    config = TransferConfig(multipart_threshold=delivery.multipart_threshold, max_concurrency=4)
+    files = publish_order(p for p in local_dir.rglob("*") if p.is_file())
+    keys = {str(path.relative_to(local_dir)): f"{prefix}/{path.relative_to(local_dir)}" for path in files}
+    try:
+        for done, path in enumerate(files, 1):
+            relative = str(path.relative_to(local_dir))
+            is_playlist = path.suffix == ".m3u8"
+            extra = {
+                "ContentType": content_type(path),
+                "CacheControl": PLAYLIST_CACHE if is_playlist else SEGMENT_CACHE,
+            }
+            if is_playlist and delivery.signed:
+                parent = Path(relative).parent
+
+                def signed_url(uri: str, parent: Path = parent) -> str:
+                    return delivery.url(f"{prefix}/{(parent / uri).as_posix()}")
+
+                body = rewrite_playlist(path.read_text(), signed_url).encode()
+                delivery.client.put_object(Bucket=delivery.bucket, Key=keys[relative], Body=body, **extra)
+            else:
+                delivery.client.upload_file(
+                    str(path), delivery.bucket, keys[relative], ExtraArgs=extra, Config=config
+                )
+            if on_progress is not None:
+                on_progress(100.0 * done / len(files))
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageFailed(f"Publishing to the delivery bucket failed: {exc}") from exc
+    return keys
+
+
+def publish_hls(
+    delivery: Delivery,
+    hls_dir: Path,
+    prefix: str,
+    renditions: list[dict[str, Any]],
+    on_progress: Callable[[float], None] | None = None,
+) -> dict[str, Any]:
+    """Publish a transcode's output; the playback URL and one URL per rendition playlist."""
+    keys = publish_tree(delivery, hls_dir, prefix, on_progress)
+    return {
+        "bucket": delivery.bucket,
+        "prefix": prefix,
+        "playback_url": delivery.url(keys["master.m3u8"]),
+        "renditions": [
+            {
+                "name": rendition["name"],
+                "width": rendition["width"],
+                "height": rendition["height"],
+                "bandwidth": rendition["bandwidth"],
+                "url": delivery.url(keys[f"{rendition['name']}/index.m3u8"]),
+            }
+            for rendition in renditions
+        ],
+    }

@@ -1,0 +1,66 @@
+"""Celery's configuration in one place: queues, routes, reliability, beat.
+
+Values that operators tune come from the one settings object (services.config), so a
+worker, the API and beat always agree.
+"""
+
+from kombu import Exchange, Queue
+
+from services.config import get_settings
+
+_settings = get_settings()
+
+QUEUES = ("fetch", "video", "upload", "analyze", "notify")
+STAGE_QUEUES = {
+    "fetch": "fetch",
+    "transcode": "video",
+    "upload": "upload",
+    "analyze": "analyze",
+    "notify": "notify",
+}
+
+broker_url = _settings.redis_url
+# Workers retry the broker for ever at start-up: Redis may come up after them.
+broker_connection_retry_on_startup = True
+# Stage results live in PostgreSQL; Celery's result backend would be a second truth.
+task_ignore_result = True
+
+imports = (
+    "tasks.fetch",
+    "tasks.transcode",
+    "tasks.upload",
+    "tasks.analyze",
+    "tasks.notify",
+    "tasks.maintenance",
+)
+# One direct exchange per queue, so a message routed to `video` lands in `video` alone.
+task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
+task_default_queue = "fetch"
+# Route by explicit task name, so renaming a module never strands queued messages.
+task_routes = {f"pipeline.{stage}": {"queue": queue} for stage, queue in STAGE_QUEUES.items()} | {
+    "maintenance.*": {"queue": "fetch"}
+}
+
+# Acknowledge after the stage ran: a worker that dies mid-stage leaves the message to redeliver.
+task_acks_late = True
+# A worker killed by a signal (OOM, SIGKILL) gives its message back instead of dropping it.
+task_reject_on_worker_lost = True
+# Long stages: a worker holds one message at a time, so idle workers get the rest.
+worker_prefetch_multiplier = 1
+# Redis redelivers unacked messages after this; it must outlast the longest stage.
+broker_transport_options = {
+    "visibility_timeout": _settings.stage_hard_time_limit + 600,
+    "queue_order_strategy": "priority",
+}
+# Every stage is asked to stop at the soft limit and killed at the hard one.
+task_soft_time_limit = _settings.stage_soft_time_limit
+task_time_limit = _settings.stage_hard_time_limit
+# Events let Flower and /metrics see tasks as they run.
+worker_send_task_events = True
+task_send_sent_event = True
+# A fresh process per 100 tasks bounds what a leak in a codec library can cost.
+worker_max_tasks_per_child = 100
+
+beat_schedule = {
+    "sweep-stages": {"task": "maintenance.sweep", "schedule": _settings.sweep_interval_seconds},
+}

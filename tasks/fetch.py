@@ -1,0 +1,14 @@
+"""fetch: put the source in the workspace and make sure it is media."""
+
+from typing import Any
+
+from services.ingest import describe_source, ingest_source
+from tasks.base import StageContext, stage_task
+
+
+@stage_task("fetch")
+def fetch(ctx: StageContext) -> dict[str, Any]:
+    path = ingest_source(ctx.source, ctx.job_id, ctx.workspace, ctx.settings)
+    ctx.progress(90)
+    _, output = describe_source(path, ctx.workspace)
+    return output

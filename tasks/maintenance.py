@@ -1,0 +1,46 @@
+"""Periodic maintenance run by beat: recover lost stages, clear finished workspaces."""
+
+import logging
+import uuid
+
+from services.config import get_settings
+from services.recovery import recover_lost_stages, workspace_jobs_to_remove
+from tasks import app
+from tasks.pipeline import dispatch
+from tasks.runtime import session_factory, workspace
+
+log = logging.getLogger("conveyor.sweeper")
+
+
+def _workspace_job_ids() -> list[uuid.UUID]:
+    jobs_dir = workspace().root / "jobs"
+    if not jobs_dir.is_dir():
+        return []
+    ids = []
+    for entry in jobs_dir.iterdir():
+        try:
+            ids.append(uuid.UUID(entry.name))
+        except ValueError:
+            continue
+    return ids
+
+
+@app.task(name="maintenance.sweep", acks_late=False, ignore_result=True)
+def sweep() -> dict[str, int]:
+    settings = get_settings()
+    with session_factory().begin() as session:
+        recovery = recover_lost_stages(session, settings)
+        removable = workspace_jobs_to_remove(session, _workspace_job_ids(), settings)
+    for job_id, stage in recovery.to_dispatch:
+        log.info("re-dispatching lost stage", extra={"job_id": str(job_id), "stage": stage})
+        dispatch(job_id, stage)
+    for job_id, stage in recovery.failed:
+        log.warning("stage gave up: worker lost", extra={"job_id": str(job_id), "stage": stage})
+        dispatch(job_id, "notify")
+    for job_id in removable:
+        workspace().remove_job(job_id)
+    return {
+        "redispatched": len(recovery.to_dispatch),
+        "failed": len(recovery.failed),
+        "cleaned": len(removable),
+    }

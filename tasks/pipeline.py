@@ -1,0 +1,37 @@
+"""Sending stages to the broker. PostgreSQL already holds the truth when this runs."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from celery import chain
+from celery.canvas import Signature
+from kombu.exceptions import OperationalError
+
+from models import STAGE_NAMES
+from tasks import app
+
+log = logging.getLogger(__name__)
+
+
+def stage_signature(job_id: uuid.UUID, stage: str) -> Signature:
+    return app.signature(f"pipeline.{stage}", args=(str(job_id),), immutable=True)
+
+
+def stage_chain(job_id: uuid.UUID, first_stage: str) -> Signature:
+    """The chain from first_stage to notify; each link takes job_id only."""
+    start = STAGE_NAMES.index(first_stage)
+    return chain(*(stage_signature(job_id, stage) for stage in STAGE_NAMES[start:]))
+
+
+def dispatch(job_id: uuid.UUID, first_stage: str) -> bool:
+    """Send the chain; False when the broker is unreachable (the sweeper sends it later)."""
+    try:
+        stage_chain(job_id, first_stage).apply_async(retry=False)
+    except (OperationalError, OSError) as exc:
+        log.warning(
+            "broker unreachable; the sweeper will dispatch", extra={"job_id": str(job_id), "error": str(exc)}
+        )
+        return False
+    return True

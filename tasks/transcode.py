@@ -1,0 +1,21 @@
+"""transcode (queue `video`): one ffmpeg process writes every HLS rendition."""
+
+from typing import Any
+
+from services.hls import transcode_to_hls
+from tasks.base import StageContext, stage_task
+
+
+@stage_task("transcode")
+def transcode(ctx: StageContext) -> dict[str, Any]:
+    source = ctx.workspace.resolve(ctx.outputs["fetch"]["path"])
+    out_dir = ctx.workspace.stage_dir(ctx.job_id, "transcode")
+    renditions = transcode_to_hls(
+        source,
+        out_dir,
+        ctx.settings,
+        requested=ctx.options.get("renditions"),
+        on_progress=ctx.progress,
+        should_stop=ctx.should_stop,
+    )
+    return {"hls_dir": ctx.workspace.relative(out_dir), "renditions": renditions}

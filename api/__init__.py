@@ -1,0 +1,67 @@
+"""The Flask app: a thin layer that records jobs and dispatches them (`flask --app api`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from flask import Blueprint, Flask, g, request
+from flask.wrappers import Response
+
+from api import health, jobs, uploads
+from api.auth import authenticate
+from api.cli import register_cli
+from api.db import init_db
+from api.errors import register_error_handlers
+from services.config import Settings, get_settings
+from services.logs import configure_logging, log_context
+from services.workspace import Workspace
+
+log = logging.getLogger("conveyor.api")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.request_class = uploads.StreamingUploadRequest
+    # Refused from the Content-Length header, before a byte of the body is read.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.extensions["conveyor.settings"] = settings
+    app.extensions["conveyor.workspace"] = Workspace.from_url(settings.workspace_url)
+    init_db(app, settings.database_url)
+    register_error_handlers(app)
+    register_cli(app)
+
+    v1 = Blueprint("v1", __name__, url_prefix="/api/v1")
+    v1.before_request(authenticate)
+    v1.register_blueprint(jobs.bp)
+    v1.register_blueprint(uploads.bp)
+    app.register_blueprint(v1)
+    app.register_blueprint(health.bp)
+    app.teardown_request(uploads.discard_incoming)
+    _log_requests(app)
+    return app
+
+
+def _log_requests(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.request_id
+        with log_context(request_id=g.request_id):
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - g.started) * 1000, 1),
+                },
+            )
+        return response

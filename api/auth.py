@@ -1,0 +1,41 @@
+"""Bearer API keys: who is calling, and which jobs they may see."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import g, request
+
+from api.db import db
+from api.errors import ApiError
+from models import ApiKey, Job
+from services.apikeys import find_key
+from services.jobs import get_job
+
+
+def authenticate() -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError("unauthorized", "Send your API key as 'Authorization: Bearer <key>'.")
+    caller = find_key(db(), key.strip())
+    if caller is None:
+        raise ApiError("unauthorized", "This API key is unknown or revoked.")
+    g.caller = caller
+
+
+def caller() -> ApiKey:
+    key: ApiKey = g.caller
+    return key
+
+
+def visible_job(job_id: str) -> Job:
+    """The job if the caller may see it; otherwise 404, never 403, so ids leak nothing."""
+    try:
+        parsed = uuid.UUID(job_id)
+    except ValueError:
+        parsed = None
+    job = get_job(db(), parsed) if parsed else None
+    if job is None or (job.owner_id != caller().id and not caller().is_admin):
+        raise ApiError("not_found", f"No job {job_id}.")
+    return job

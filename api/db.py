@@ -1,0 +1,30 @@
+"""One database session per request, closed when the request ends."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app, g
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import make_engine, make_session_factory
+
+
+def init_db(app: Flask, database_url: str) -> None:
+    app.extensions["conveyor.sessions"] = make_session_factory(make_engine(database_url))
+
+    @app.teardown_appcontext
+    def _close(_: BaseException | None) -> None:
+        session: Session | None = g.pop("db", None)
+        if session is not None:
+            session.close()
+
+
+def sessions() -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = current_app.extensions["conveyor.sessions"]
+    return factory
+
+
+def db() -> Session:
+    if "db" not in g:
+        g.db = sessions()()
+    session: Session = g.db
+    return session

@@ -1,0 +1,29 @@
+"""Liveness and readiness: is the process up; can it reach PostgreSQL, Redis and S3."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from flask.typing import ResponseReturnValue
+
+from api.db import sessions
+from services.config import Settings
+from services.health import check_database, check_redis, check_s3
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/livez")
+def livez() -> ResponseReturnValue:
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    settings: Settings = current_app.extensions["conveyor.settings"]
+    checks = {
+        "postgres": check_database(sessions()),
+        "redis": check_redis(settings.redis_url),
+        "s3": check_s3(settings),
+    }
+    ready = all(check["ok"] for check in checks.values())
+    return jsonify({"status": "ready" if ready else "unavailable", "checks": checks}), 200 if ready else 503

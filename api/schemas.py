@@ -1,0 +1,86 @@
+"""Request bodies, validated strictly: an unknown field is an error, never silently ignored."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from api.errors import ApiError
+from services.ladder import LADDER
+
+LADDER_NAMES = tuple(rung.name for rung in LADDER)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AnalysisOptions(Strict):
+    backend: Literal["local", "gemini"] | None = None
+    prompt: str | None = Field(None, max_length=4000)
+
+
+class JobOptions(Strict):
+    renditions: list[str] | None = Field(None, min_length=1)
+    webhook_url: str | None = Field(None, max_length=2048)
+    analysis: AnalysisOptions | None = None
+
+    @field_validator("renditions")
+    @classmethod
+    def _known_renditions(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        unknown = [name for name in value if name not in LADDER_NAMES]
+        if unknown:
+            raise ValueError(f"unknown renditions {unknown}; choose from {list(LADDER_NAMES)}")
+        return sorted(set(value), key=LADDER_NAMES.index)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http(s) URL")
+        return value
+
+
+class UrlSource(Strict):
+    url: str = Field(max_length=4096)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("source.url must be an http(s) URL")
+        return value
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "body"
+        message = "is not a known option" if item["type"] == "extra_forbidden" else item["msg"]
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+def parse_options(raw: Any) -> dict[str, Any]:
+    try:
+        return JobOptions.model_validate(raw or {}).model_dump(exclude_none=True)
+    except ValidationError as error:
+        raise ApiError("invalid_options", _describe(error)) from error
+
+
+def parse_job_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(source, options) from a POST /jobs body."""
+    if not isinstance(raw, dict):
+        raise ApiError("invalid_request", "The body must be a JSON object with 'source' and 'options'.")
+    unknown = sorted(set(raw) - {"source", "options"})
+    if unknown:
+        raise ApiError("invalid_request", f"Unknown fields: {unknown}.")
+    options = parse_options(raw.get("options"))
+    try:
+        source = UrlSource.model_validate(raw.get("source"))
+    except ValidationError as error:
+        raise ApiError("invalid_source", "source: " + _describe(error)) from error
+    return source.model_dump(), options

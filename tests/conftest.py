@@ -1,0 +1,42 @@
+"""Shared fixtures. Integration fixtures start real servers: an embedded S3 (SeaweedFS), Celery
+workers as separate processes, and the Flask API on a real socket, against the machine's
+PostgreSQL and Redis. The environment is set here, before any of our modules read settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from scripts.s3server import free_s3_port
+
+TEST_ROOT = Path(tempfile.mkdtemp(prefix="conveyor-tests-"))
+S3_PORT = free_s3_port()
+TEST_DB = "conveyor_test"
+os.environ.update(
+    {
+        "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{TEST_DB}",
+        "REDIS_URL": "redis://127.0.0.1:6379/15",
+        "WORKSPACE_URL": f"file://{TEST_ROOT}/work",
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+        "S3_BUCKET": "conveyor-test",
+        "S3_PREFIX": "hls",
+        "AWS_ACCESS_KEY_ID": "conveyor-test",
+        "AWS_SECRET_ACCESS_KEY": "conveyor-test-secret",
+        "CONVEYOR_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "SSRF_ALLOW_CIDRS": json.dumps(["127.0.0.0/8"]),
+        "HEARTBEAT_SECONDS": "1",
+        "STAGE_LEASE_SECONDS": "10",
+        "RETRY_BACKOFF_SECONDS": "0.2",
+        "WEBHOOK_BACKOFF_SECONDS": "0.2",
+        "SWEEP_INTERVAL_SECONDS": "2",
+        "SWEEP_GRACE_SECONDS": "5",
+        "SEGMENT_SECONDS": "2",
+        "X264_PRESET": "ultrafast",
+        "LOG_LEVEL": "INFO",
+    }
+)
+os.environ.pop("GOOGLE_API_KEY", None)
+
+pytest_plugins = ["tests.fixtures"]

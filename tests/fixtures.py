@@ -1,0 +1,253 @@
+"""Session fixtures for the real services; see conftest.py for the environment they share."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+import requests
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.serving import make_server
+
+from scripts.s3server import start_weed, stop_weed
+from services.config import get_settings
+from tests.conftest import S3_PORT, TEST_DB, TEST_ROOT
+
+REPO = Path(__file__).resolve().parent.parent
+QUEUES = "fetch,video,upload,analyze,notify"
+
+
+def migrate_fresh_database() -> None:
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {TEST_DB}")
+    config = Config(str(REPO / "alembic.ini"))
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
+
+
+@pytest.fixture(scope="session")
+def database() -> str:
+    migrate_fresh_database()
+    return get_settings().database_url
+
+
+@pytest.fixture(scope="session")
+def sessions(database: str) -> sessionmaker[Session]:
+    from tasks.runtime import session_factory
+
+    return session_factory()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    settings = get_settings()
+    proc = start_weed(
+        TEST_ROOT / "s3",
+        s3_port=S3_PORT,
+        access_key=os.environ["AWS_ACCESS_KEY_ID"],
+        secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+    )
+    yield settings.s3_endpoint_url or ""
+    stop_weed(proc)
+
+
+def wait_until(
+    condition: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    """Poll until condition() is truthy; fail the test with `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class WorkerProcess:
+    name: str
+    queues: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_worker(
+    name: str, queues: str = QUEUES, *, concurrency: int = 2, beat: bool = False
+) -> WorkerProcess:
+    """A real `celery -A tasks worker` process, returned once it answers a ping."""
+    from tasks import app
+
+    log_path = TEST_ROOT / f"worker-{name}.log"
+    args = [
+        sys.executable, "-m", "celery", "-A", "tasks", "worker",
+        "-Q", queues, "-n", f"{name}@%h", "--concurrency", str(concurrency),
+        "--without-gossip", "--without-mingle", "-E",
+    ]  # fmt: skip
+    if beat:
+        args += ["--beat", "--schedule", str(TEST_ROOT / f"beat-{name}")]
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = WorkerProcess(name, queues, proc, log_path)
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"worker {name} exited:\n{worker.log()[-3000:]}")
+        replies = app.control.ping(destination=[f"{name}@{os.uname().nodename}"], timeout=0.5)
+        return bool(replies)
+
+    wait_until(answers, timeout=60, what=f"worker {name} to answer ping")
+    return worker
+
+
+def stop_worker(worker: WorkerProcess, *, sig: int = signal.SIGTERM) -> None:
+    if worker.proc.poll() is None:
+        os.killpg(worker.proc.pid, sig)
+        try:
+            worker.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+            worker.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def clean_broker() -> None:
+    redis.Redis.from_url(get_settings().redis_url).flushdb()
+
+
+@pytest.fixture(scope="session")
+def workers(database: str, s3_server: str, clean_broker: None) -> Iterator[WorkerProcess]:
+    worker = start_worker("all", beat=True)
+    yield worker
+    stop_worker(worker)
+
+
+@pytest.fixture(scope="session")
+def api_url(database: str, s3_server: str) -> Iterator[str]:
+    from api import create_app
+
+    server = make_server("127.0.0.1", 0, create_app(), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def make_key(sessions: sessionmaker[Session], name: str, *, admin: bool = False) -> str:
+    from services.apikeys import create_key
+
+    with sessions.begin() as session:
+        _, key = create_key(session, name, admin=admin)
+    return key
+
+
+@pytest.fixture(scope="session")
+def api_key(sessions: sessionmaker[Session]) -> str:
+    return make_key(sessions, "tenant-a")
+
+
+@pytest.fixture(scope="session")
+def other_api_key(sessions: sessionmaker[Session]) -> str:
+    return make_key(sessions, "tenant-b")
+
+
+@pytest.fixture(scope="session")
+def admin_key(sessions: sessionmaker[Session]) -> str:
+    return make_key(sessions, "ops", admin=True)
+
+
+@dataclass
+class ApiClient:
+    base: str
+    key: str | None
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        headers = self.headers() | kwargs.pop("headers", {})
+        return self.http.get(self.base + path, headers=headers, timeout=30, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        headers = self.headers() | kwargs.pop("headers", {})
+        return self.http.post(self.base + path, headers=headers, timeout=60, **kwargs)
+
+    def upload(self, path: Path, options: dict[str, Any] | None = None) -> requests.Response:
+        import json
+
+        with path.open("rb") as body:
+            data = {"options": json.dumps(options)} if options is not None else {}
+            return self.post("/api/v1/uploads", files={"file": (path.name, body, "video/mp4")}, data=data)
+
+    def wait_for_job(self, job_id: str, *, timeout: float = 120) -> dict[str, Any]:
+        def ended() -> dict[str, Any] | None:
+            job: dict[str, Any] = self.get(f"/api/v1/jobs/{job_id}").json()
+            return job if job["status"] in ("succeeded", "failed", "canceled") else None
+
+        result: dict[str, Any] = wait_until(ended, timeout=timeout, interval=0.2, what=f"job {job_id} to end")
+        return result
+
+
+@pytest.fixture
+def client(api_url: str, api_key: str) -> ApiClient:
+    return ApiClient(api_url, api_key)
+
+
+@dataclass
+class WebhookReceiver:
+    url: str
+    received: list[tuple[dict[str, str], bytes]]
+    statuses: list[int]  # answers to give, in order; 200 once they run out
+    event: threading.Event
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    received: list[tuple[dict[str, str], bytes]] = []
+    statuses: list[int] = []
+    event = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            status = statuses.pop(0) if statuses else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            if status < 300:
+                event.set()
+
+        def log_message(self, *_: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield WebhookReceiver(f"http://127.0.0.1:{server.server_port}/hooks/conveyor", received, statuses, event)
+    server.shutdown()
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,91 @@
+"""The whole path on real services: upload over HTTP → five stages on real Celery workers →
+HLS in S3 read back over HTTP → analysis → a signed webhook verified on a real receiver."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import m3u8
+import pytest
+import requests
+from standardwebhooks import Webhook
+
+from tests.fixtures import ApiClient, WebhookReceiver, WorkerProcess
+from tests.media import make_clip
+
+pytestmark = pytest.mark.integration
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.fixture(scope="module")
+def clip_720p(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("media") / "clip.mp4", width=1280, height=720, seconds=3)
+
+
+def test_upload_to_hls_analysis_and_webhook(
+    client: ApiClient, workers: WorkerProcess, webhook_receiver: WebhookReceiver, clip_720p: Path
+) -> None:
+    answer = client.upload(clip_720p, {"webhook_url": webhook_receiver.url})
+    assert answer.status_code == 202, answer.text
+    submitted = answer.json()
+    assert submitted["status"] == "queued"
+    assert [stage["name"] for stage in submitted["stages"]] == [
+        "fetch",
+        "transcode",
+        "upload",
+        "analyze",
+        "notify",
+    ]
+
+    job = client.wait_for_job(submitted["id"])
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == 100
+    assert all(stage["status"] == "succeeded" for stage in job["stages"][:4]), job["stages"]
+    assert job["finished_at"] is not None
+
+    result = client.get(f"/api/v1/jobs/{job['id']}/result").json()
+    assert result == job["result"]
+    names = [rendition["name"] for rendition in result["renditions"]]
+    assert names == ["240p", "360p", "480p", "720p"]  # none above the 720p source
+
+    master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text)
+    assert master.is_variant
+    resolutions = sorted(playlist.stream_info.resolution for playlist in master.playlists)
+    assert resolutions == [(426, 240), (640, 360), (854, 480), (1280, 720)]
+    for playlist in master.playlists:
+        assert playlist.stream_info.bandwidth > 0
+        assert playlist.stream_info.codecs.startswith("avc1.")
+        media = m3u8.loads(requests.get(playlist.uri, timeout=10).text)
+        assert media.is_endlist
+        assert abs(sum(segment.duration for segment in media.segments) - 3.0) < 0.2
+        segment = requests.get(media.segments[0].uri, timeout=10)
+        assert segment.status_code == 200
+        assert segment.headers["Content-Type"] == "video/mp2t"
+
+    top = next(r for r in result["renditions"] if r["name"] == "720p")
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-count_frames", top["url"]],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    streams = json.loads(probe.stdout)["streams"]
+    video = next(s for s in streams if s["codec_type"] == "video")
+    assert (video["width"], video["height"]) == (1280, 720)
+    assert int(video["nb_read_frames"]) == 90
+    assert any(s["codec_type"] == "audio" for s in streams)
+
+    analysis = result["analysis"]
+    assert analysis["backend"] == "local"
+    assert abs(analysis["duration"] - 3.0) <= 0.2
+    assert (analysis["width"], analysis["height"]) == (1280, 720)
+    assert analysis["loudness"]["integrated_lufs"] < 0
+
+    assert webhook_receiver.event.wait(30), "no webhook arrived"
+    headers, body = webhook_receiver.received[-1]
+    payload = Webhook(SECRET).verify(body, headers)
+    assert payload["type"] == "job.succeeded"
+    assert payload["data"]["id"] == job["id"]
+    assert payload["data"]["result"]["playback_url"] == result["playback_url"]
+    assert headers["webhook-id"] == f"msg_{job['id'].replace('-', '')}_succeeded"

@@ -1,0 +1,85 @@
+# Conveyor's entry points. `make run` starts everything on this machine; `make test` runs the
+# suite (what CI runs). Both first run scripts/bootstrap.sh, which installs what is missing.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+DATA := $(CURDIR)/.data
+PYTEST_ARGS ?=
+
+# Every Procfile process; when the user's environment names an S3 endpoint, the embedded S3
+# server (`s3`) is not started and the rest use that endpoint.
+PROCESSES := $(shell sed -n 's/^\([A-Za-z0-9_-]*\):.*/\1/p' Procfile)
+ifdef S3_ENDPOINT_URL
+RUN_PROCESSES := $(filter-out s3,$(PROCESSES))
+else
+RUN_PROCESSES := $(PROCESSES)
+endif
+
+# .env fills what the environment leaves unset (the environment wins, as in services/config.py).
+WITH_ENV := $(BIN)/dotenv -f $(CURDIR)/.env run --no-override --
+
+.PHONY: help run test lint chaos bench bootstrap bootstrap-venv
+
+help:
+	@echo "make run    set up, migrate, then run S3, API, workers, beat, Flower and the demo (Ctrl-C stops)"
+	@echo "make test   set up, then run the test suite (what .ci/run runs)"
+	@echo "make lint   ruff check, ruff format --check, mypy"
+	@echo "make chaos  the long fault-injection scenarios (pytest -m chaos, CHAOS_LONG=1)"
+	@echo "make bench  run every bench/*.py"
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+bootstrap-venv:
+	@bash scripts/bootstrap.sh --no-services
+
+run: bootstrap .env
+	@mkdir -p $(DATA)/work $(DATA)/s3
+	$(WITH_ENV) $(BIN)/alembic upgrade head
+	PATH="$(BIN):$$PATH" $(WITH_ENV) $(BIN)/honcho start --env /dev/null $(RUN_PROCESSES)
+
+# Written once, on the first `make run`, with fresh secrets; edit it freely afterwards.
+# With a user-given S3 endpoint, neither the endpoint nor S3 keys are written: they come from
+# the user's environment (or boto3's own credential chain).
+.env: | bootstrap
+	@umask 077; \
+	secret() { $(BIN)/python -c 'import secrets, sys; print(secrets.token_urlsafe(int(sys.argv[1])))' "$$1"; }; \
+	{ \
+	  echo "# Written by 'make run' on $$(date -u +%Y-%m-%d); see .env.example for every setting."; \
+	  echo "DATABASE_URL=$${DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/conveyor}"; \
+	  echo "REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0}"; \
+	  echo "WORKSPACE_URL=file://$(DATA)/work"; \
+	  if [ -z "$${S3_ENDPOINT_URL:-}" ]; then \
+	    echo "S3_ENDPOINT_URL=http://127.0.0.1:8333"; \
+	    echo "AWS_ACCESS_KEY_ID=conveyor"; \
+	    echo "AWS_SECRET_ACCESS_KEY=$$(secret 30)"; \
+	  fi; \
+	  echo "CONVEYOR_WEBHOOK_SECRET=whsec_$$($(BIN)/python -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(24)).decode())')"; \
+	  echo "FLOWER_BASIC_AUTH=admin:$$(secret 18)"; \
+	  echo "LOG_LEVEL=INFO"; \
+	} > $@.tmp
+	@mv $@.tmp $@
+	@echo "wrote .env with fresh secrets (the Flower login is FLOWER_BASIC_AUTH in it)"
+
+test: bootstrap
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: bootstrap-venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+chaos: bootstrap
+	CHAOS_LONG=1 $(BIN)/pytest -m chaos $(PYTEST_ARGS)
+
+bench: bootstrap
+	@shopt -s nullglob; scripts=(bench/*.py); \
+	if [ $${#scripts[@]} -eq 0 ]; then echo "no bench/*.py yet"; fi; \
+	for script in "$${scripts[@]}"; do \
+	  echo "== $$script"; \
+	  PYTHONPATH="$(CURDIR)" $(BIN)/python "$$script"; \
+	done

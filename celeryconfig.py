@@ -49,12 +49,12 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 # Redis redelivers unacked messages after this; it must outlast the longest stage.
 broker_transport_options = {
-    "visibility_timeout": _settings.stage_hard_time_limit + 600,
+    "visibility_timeout": max(_settings.time_limits(stage)[1] for stage in STAGE_QUEUES) + 600,
     "queue_order_strategy": "priority",
+    "priority_steps": [0, 3, 6, 9],
 }
-# Every stage is asked to stop at the soft limit and killed at the hard one.
-task_soft_time_limit = _settings.stage_soft_time_limit
-task_time_limit = _settings.stage_hard_time_limit
+# Messages sent without a priority (none of ours) wait behind high, beside normal.
+task_default_priority = 3
 # Events let Flower and /metrics see tasks as they run.
 worker_send_task_events = True
 task_send_sent_event = True

@@ -26,7 +26,7 @@ def submit_job(
     session = db()
     job = create_job(session, owner_id=caller().id, source=source, options=options, job_id=job_id)
     session.commit()
-    dispatch(job.id, "fetch")
+    dispatch(job.id, "fetch", options.get("priority", "normal"))
     session.refresh(job)
     response = jsonify(job_to_dict(job))
     response.status_code = 202
@@ -61,7 +61,7 @@ def cancel(job_id: str) -> ResponseReturnValue:
         raise ApiError("conflict", f"Job {job_id} has already ended ({job.status}).")
     session.commit()
     if job.status == "canceled":
-        dispatch(job.id, "notify")
+        dispatch(job.id, "notify", job.options.get("priority", "normal"))
     session.refresh(job)
     response = jsonify(job_to_dict(job))
     response.status_code = 202

@@ -23,6 +23,8 @@ class AnalysisOptions(Strict):
 
 class JobOptions(Strict):
     renditions: list[str] | None = Field(None, min_length=1)
+    segment_format: Literal["ts", "fmp4"] | None = None
+    priority: Literal["high", "normal", "low"] | None = None
     webhook_url: str | None = Field(None, max_length=2048)
     analysis: AnalysisOptions | None = None
 
@@ -55,6 +57,29 @@ class UrlSource(Strict):
         return value
 
 
+class S3Object(Strict):
+    bucket: str = Field(min_length=3, max_length=63)
+    key: str = Field(min_length=1, max_length=1024)
+
+
+class S3Source(Strict):
+    s3: S3Object
+
+
+class Generation(Strict):
+    prompt: str = Field(min_length=1, max_length=4000)
+    model: str | None = Field(None, max_length=100)
+    duration_seconds: int | None = Field(None, ge=1, le=60)
+
+
+class GenerateSource(Strict):
+    generate: Generation
+
+
+Source = UrlSource | S3Source | GenerateSource
+SOURCE_KINDS = {"url": UrlSource, "s3": S3Source, "generate": GenerateSource}
+
+
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
@@ -79,8 +104,14 @@ def parse_job_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if unknown:
         raise ApiError("invalid_request", f"Unknown fields: {unknown}.")
     options = parse_options(raw.get("options"))
+    raw_source = raw.get("source")
+    kinds = sorted(set(raw_source) & set(SOURCE_KINDS)) if isinstance(raw_source, dict) else []
+    if len(kinds) != 1:
+        raise ApiError(
+            "invalid_source", f"source must be an object with exactly one of {sorted(SOURCE_KINDS)}."
+        )
     try:
-        source = UrlSource.model_validate(raw.get("source"))
+        source = SOURCE_KINDS[kinds[0]].model_validate(raw_source)
     except ValidationError as error:
-        raise ApiError("invalid_source", "source: " + _describe(error)) from error
-    return source.model_dump(), options
+        raise ApiError("invalid_source", "source." + _describe(error)) from error
+    return source.model_dump(exclude_none=True), options

@@ -20,7 +20,7 @@ def default_backend(settings: Settings) -> str:
 def analyze_source(source: Path, options: dict[str, Any], settings: Settings) -> dict[str, Any]:
     backend = options.get("backend") or default_backend(settings)
     if backend == "local":
-        return analyze_local(source, probe(source), timeout=settings.stage_soft_time_limit)
+        return analyze_local(source, probe(source), timeout=settings.time_limits("analyze")[0])
     if backend == "gemini":
         # The Gemini analyzer (google-genai Files API + generate_content) is tracked in its own issue.
         raise AnalysisFailed(

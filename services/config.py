@@ -45,7 +45,16 @@ class Settings(BaseSettings):
         description='Private networks server-side requests may reach (JSON list, e.g. ["127.0.0.0/8"]).',
     )
 
+    max_duration_seconds: float = Field(6 * 3600, description="Longest accepted source (probe limit).")
+    max_pixels: int = Field(
+        8192 * 4320, description="Largest accepted picture, width x height (probe limit)."
+    )
+    max_streams: int = Field(16, description="Most streams accepted in one source (probe limit).")
+
     segment_seconds: int = Field(4, description="HLS segment length; keyframes are forced on it.")
+    storyboard_interval_seconds: float = Field(5.0, description="Seconds between storyboard thumbnails.")
+    storyboard_tile_width: int = Field(160, description="Width of one storyboard thumbnail in pixels.")
+    storyboard_columns: int = Field(10, description="Thumbnails per row of a storyboard sprite sheet.")
     x264_preset: str = Field("veryfast", description="x264 preset for every rendition.")
     ffmpeg_threads: int = Field(0, description="ffmpeg -threads (0 = ffmpeg decides).")
     ffmpeg_memory_limit_bytes: int = Field(4 * 1024**3, description="RLIMIT_AS for each ffmpeg child.")
@@ -57,6 +66,10 @@ class Settings(BaseSettings):
     stage_max_attempts: int = Field(3, description="Attempts per stage before the job fails.")
     stage_soft_time_limit: int = Field(3300, description="Seconds before a stage is asked to stop.")
     stage_hard_time_limit: int = Field(3600, description="Seconds before a stage's worker process is killed.")
+    stage_time_limits: dict[str, tuple[int, int]] = Field(
+        default_factory=dict,
+        description='Per-stage [soft, hard] seconds overriding those two, e.g. {"transcode": [7000, 7200]}.',
+    )
     retry_backoff_seconds: float = Field(2.0, description="First retry delay for transient errors (doubles).")
     sweep_interval_seconds: float = Field(30.0, description="How often the sweeper recovers lost stages.")
     sweep_grace_seconds: float = Field(
@@ -73,8 +86,26 @@ class Settings(BaseSettings):
     google_api_key: str | None = Field(None, description="Gemini API key; enables the gemini analyzer.")
     gemini_model: str = Field("gemini-2.5-flash", description="Model used for video analysis.")
     gemini_base_url: str | None = Field(None, description="Override of Google's API base URL.")
+    gemini_file_active_timeout_seconds: float = Field(
+        300.0, description="How long an uploaded file may take to become ACTIVE."
+    )
+    google_cloud_project: str | None = Field(None, description="Vertex AI project for Veo generation.")
+    google_cloud_location: str = Field("us-central1", description="Vertex AI location for Veo generation.")
+    veo_model: str = Field("veo-3.0-generate-001", description="Default model for generated sources.")
+    veo_poll_initial_seconds: float = Field(
+        5.0, description="First wait between Veo operation polls (doubles)."
+    )
+    veo_deadline_seconds: float = Field(900.0, description="How long a Veo generation may take.")
+
+    submit_rate_limit: str = Field(
+        "120/minute", description="Job submissions allowed per API key (Flask-Limiter)."
+    )
 
     log_level: str = Field("INFO", description="Log level for API, workers and beat.")
+
+    def time_limits(self, stage: str) -> tuple[int, int]:
+        """(soft, hard) seconds for one stage."""
+        return self.stage_time_limits.get(stage, (self.stage_soft_time_limit, self.stage_hard_time_limit))
 
 
 @lru_cache(maxsize=1)

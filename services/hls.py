@@ -39,7 +39,7 @@ def transcode_to_hls(
         duration=info.duration,
         on_progress=on_progress,
         should_stop=should_stop,
-        timeout=settings.stage_soft_time_limit,
+        timeout=settings.time_limits("transcode")[0],
         memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
     )
     (out_dir / "master.m3u8").write_text(write_master_playlist(renditions, info.has_audio))

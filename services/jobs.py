@@ -113,8 +113,12 @@ def public_source(source: dict[str, Any]) -> dict[str, Any]:
 def build_result(outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The job's result from what the upload and analyze stages recorded."""
     published = outputs.get("upload") or {}
+    analyzed = outputs.get("analyze") or {}
     return {
         "playback_url": published.get("playback_url"),
         "renditions": published.get("renditions", []),
-        "analysis": (outputs.get("analyze") or {}).get("analysis"),
+        "poster_url": published.get("poster_url"),
+        "storyboard": published.get("storyboard"),
+        "captions": analyzed.get("captions", []),
+        "analysis": analyzed.get("analysis"),
     }

@@ -20,9 +20,16 @@ from services.stages import ACTIVE_JOB_STATUSES, fail_stage, max_attempts_for, r
 
 
 @dataclass(frozen=True)
+class LostStage:
+    job_id: uuid.UUID
+    stage: str
+    priority: str
+
+
+@dataclass(frozen=True)
 class Recovery:
-    to_dispatch: list[tuple[uuid.UUID, str]]
-    failed: list[tuple[uuid.UUID, str]]
+    to_dispatch: list[LostStage]
+    failed: list[LostStage]
 
 
 def recover_lost_stages(session: Session, settings: Settings, *, limit: int = 500) -> Recovery:
@@ -42,9 +49,10 @@ def recover_lost_stages(session: Session, settings: Settings, *, limit: int = 50
         .limit(limit)
         .with_for_update(of=JobStage, skip_locked=True)
     ).all()
-    to_dispatch: list[tuple[uuid.UUID, str]] = []
-    failed: list[tuple[uuid.UUID, str]] = []
+    to_dispatch: list[LostStage] = []
+    failed: list[LostStage] = []
     for stage in rows:
+        lost = LostStage(stage.job_id, stage.name, str(stage.job.options.get("priority", "normal")))
         if stage.status == "running" and stage.attempts >= max_attempts_for(stage.name, settings):
             fail_stage(
                 session,
@@ -53,13 +61,13 @@ def recover_lost_stages(session: Session, settings: Settings, *, limit: int = 50
                 "worker_lost",
                 f"The {stage.name} stage's worker stopped answering {stage.attempts} times; giving up.",
             )
-            failed.append((stage.job_id, stage.name))
+            failed.append(lost)
             continue
         reason = "lease_expired" if stage.status == "running" else "not_picked_up"
         stage.status, stage.worker, stage.lease_until = "queued", None, None
         stage.available_at = func.now()
         record_event(session, stage.job_id, "stage.redispatched", stage.name, reason=reason)
-        to_dispatch.append((stage.job_id, stage.name))
+        to_dispatch.append(lost)
     return Recovery(to_dispatch=to_dispatch, failed=failed)
 
 

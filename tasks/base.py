@@ -62,6 +62,10 @@ class StageContext:
     _progress: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
 
+    @property
+    def priority(self) -> str:
+        return str(self.options.get("priority", "normal"))
+
     def progress(self, percent: float) -> None:
         self._progress = max(self._progress, min(100.0, percent))
 
@@ -152,22 +156,22 @@ def run_stage(
         try:
             output = body(ctx)
         except SoftTimeLimitExceeded:
-            _fail(task, claim, StageTimeout(f"The {stage} stage ran past its time limit."))
+            _fail(task, claim, StageTimeout(f"The {stage} stage ran past its time limit."), ctx.priority)
             return
         except ConveyorError as error:
             if isinstance(error, Canceled) or ctx.should_stop():
-                _stop(task, claim, ctx)
+                _stop(task, claim, ctx.priority)
                 return
             if error.transient and claim.attempt < max_attempts:
                 _retry(task, claim, error, backoff_seconds(first_backoff, claim.attempt))
-            _fail(task, claim, error)
+            _fail(task, claim, error, ctx.priority)
             return
         except Exception as exc:
             log.exception("stage crashed")
             error = ConveyorError(f"The {stage} stage failed unexpectedly: {exc}", transient=True)
             if claim.attempt < max_attempts:
                 _retry(task, claim, error, backoff_seconds(first_backoff, claim.attempt))
-            _fail(task, claim, error)
+            _fail(task, claim, error, ctx.priority)
             return
         finally:
             heartbeat.done.set()
@@ -190,22 +194,22 @@ def _retry(task: Task, claim: Claim, error: ConveyorError, delay: float) -> None
     raise task.retry(countdown=delay, max_retries=None)
 
 
-def _fail(task: Task, claim: Claim, error: ConveyorError) -> None:
+def _fail(task: Task, claim: Claim, error: ConveyorError, priority: str) -> None:
     log.warning("stage failed", extra={"code": error.code, "error": error.message})
     with session_factory().begin() as session:
         failed = fail_stage(session, claim.job_id, claim.stage, error.code, error.message)
     task.request.chain = None
     if failed and claim.stage != "notify":
-        dispatch(claim.job_id, "notify")
+        dispatch(claim.job_id, "notify", priority)
 
 
-def _stop(task: Task, claim: Claim, ctx: StageContext) -> None:
+def _stop(task: Task, claim: Claim, priority: str) -> None:
     task.request.chain = None
     with session_factory().begin() as session:
         canceled = mark_canceled(session, claim)
     log.info("stage stopped", extra={"canceled": canceled})
     if canceled:
-        dispatch(claim.job_id, "notify")
+        dispatch(claim.job_id, "notify", priority)
 
 
 def stage_task(
@@ -227,6 +231,11 @@ def stage_task(
 
         run.__name__ = run.__qualname__ = body.__name__
         run.__doc__ = body.__doc__
-        return app.task(name=f"pipeline.{stage}", bind=True, acks_late=True)(run)  # type: ignore[no-any-return]
+        soft, hard = get_settings().time_limits(stage)
+        # Every stage is asked to stop at its soft limit (-> `timeout`) and killed at the hard one.
+        task = app.task(
+            name=f"pipeline.{stage}", bind=True, acks_late=True, soft_time_limit=soft, time_limit=hard
+        )
+        return task(run)  # type: ignore[no-any-return]
 
     return register

@@ -31,12 +31,12 @@ def sweep() -> dict[str, int]:
     with session_factory().begin() as session:
         recovery = recover_lost_stages(session, settings)
         removable = workspace_jobs_to_remove(session, _workspace_job_ids(), settings)
-    for job_id, stage in recovery.to_dispatch:
-        log.info("re-dispatching lost stage", extra={"job_id": str(job_id), "stage": stage})
-        dispatch(job_id, stage)
-    for job_id, stage in recovery.failed:
-        log.warning("stage gave up: worker lost", extra={"job_id": str(job_id), "stage": stage})
-        dispatch(job_id, "notify")
+    for lost in recovery.to_dispatch:
+        log.info("re-dispatching lost stage", extra={"job_id": str(lost.job_id), "stage": lost.stage})
+        dispatch(lost.job_id, lost.stage, lost.priority)
+    for lost in recovery.failed:
+        log.warning("stage gave up: worker lost", extra={"job_id": str(lost.job_id), "stage": lost.stage})
+        dispatch(lost.job_id, "notify", lost.priority)
     for job_id in removable:
         workspace().remove_job(job_id)
     return {

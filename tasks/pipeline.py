@@ -15,20 +15,26 @@ from tasks import app
 log = logging.getLogger(__name__)
 
 
-def stage_signature(job_id: uuid.UUID, stage: str) -> Signature:
-    return app.signature(f"pipeline.{stage}", args=(str(job_id),), immutable=True)
+# Redis serves lower numbers first (kombu's priority steps 0, 3, 6, 9).
+PRIORITIES = {"high": 0, "normal": 3, "low": 6}
 
 
-def stage_chain(job_id: uuid.UUID, first_stage: str) -> Signature:
-    """The chain from first_stage to notify; each link takes job_id only."""
+def stage_signature(job_id: uuid.UUID, stage: str, priority: str = "normal") -> Signature:
+    return app.signature(
+        f"pipeline.{stage}", args=(str(job_id),), immutable=True, priority=PRIORITIES.get(priority, 3)
+    )
+
+
+def stage_chain(job_id: uuid.UUID, first_stage: str, priority: str = "normal") -> Signature:
+    """The chain from first_stage to notify; each link takes job_id only and keeps the priority."""
     start = STAGE_NAMES.index(first_stage)
-    return chain(*(stage_signature(job_id, stage) for stage in STAGE_NAMES[start:]))
+    return chain(*(stage_signature(job_id, stage, priority) for stage in STAGE_NAMES[start:]))
 
 
-def dispatch(job_id: uuid.UUID, first_stage: str) -> bool:
+def dispatch(job_id: uuid.UUID, first_stage: str, priority: str = "normal") -> bool:
     """Send the chain; False when the broker is unreachable (the sweeper sends it later)."""
     try:
-        stage_chain(job_id, first_stage).apply_async(retry=False)
+        stage_chain(job_id, first_stage, priority).apply_async(retry=False)
     except (OperationalError, OSError) as exc:
         log.warning(
             "broker unreachable; the sweeper will dispatch", extra={"job_id": str(job_id), "error": str(exc)}

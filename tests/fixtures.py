@@ -93,9 +93,16 @@ class WorkerProcess:
 
 
 def start_worker(
-    name: str, queues: str = QUEUES, *, concurrency: int = 2, beat: bool = False
+    name: str,
+    queues: str = QUEUES,
+    *,
+    concurrency: int = 2,
+    beat: bool = False,
+    env: dict[str, str] | None = None,
 ) -> WorkerProcess:
-    """A real `celery -A tasks worker` process, returned once it answers a ping."""
+    """A real `celery -A tasks worker` process, returned once it answers a ping.
+
+    `env` overrides settings for this worker alone (e.g. a short STAGE_TIME_LIMITS)."""
     from tasks import app
 
     log_path = TEST_ROOT / f"worker-{name}.log"
@@ -107,7 +114,14 @@ def start_worker(
     if beat:
         args += ["--beat", "--schedule", str(TEST_ROOT / f"beat-{name}")]
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            args,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=os.environ | (env or {}),
+        )
     worker = WorkerProcess(name, queues, proc, log_path)
 
     def answers() -> bool:

@@ -147,14 +147,14 @@ def test_sweeper_redispatches_lost_messages_and_dead_workers(
             .values(available_at=JobStage.available_at - timedelta(hours=1))
         )
         recovery = recover_lost_stages(session, settings)
-    assert (job_id, "fetch") in recovery.to_dispatch
+    assert (job_id, "fetch") in [(lost.job_id, lost.stage) for lost in recovery.to_dispatch]
 
     claimed = claim(sessions, job_id, worker="about-to-die")
     assert claimed is not None
     expire_lease(sessions, job_id, "fetch")
     with sessions.begin() as session:
         recovery = recover_lost_stages(session, settings)
-    assert (job_id, "fetch") in recovery.to_dispatch
+    assert (job_id, "fetch") in [(lost.job_id, lost.stage) for lost in recovery.to_dispatch]
     assert stage_row(sessions, job_id, "fetch").status == "queued"
 
 
@@ -170,7 +170,7 @@ def test_sweeper_gives_up_after_the_attempt_limit_with_worker_lost(
                 recover_lost_stages(session, settings)
     with sessions.begin() as session:
         recovery = recover_lost_stages(session, settings)
-    assert (job_id, "fetch") in recovery.failed
+    assert (job_id, "fetch") in [(lost.job_id, lost.stage) for lost in recovery.failed]
     with sessions() as session:
         job = get_job(session, job_id)
         assert job is not None and (job.status, job.error_code) == ("failed", "worker_lost")

@@ -32,6 +32,7 @@ imports = (
     "tasks.analyze",
     "tasks.notify",
     "tasks.maintenance",
+    "tasks.shutdown",
 )
 # One direct exchange per queue, so a message routed to `video` lands in `video` alone.
 task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
@@ -52,7 +53,10 @@ broker_transport_options = {
     "visibility_timeout": max(_settings.time_limits(stage)[1] for stage in STAGE_QUEUES) + 600,
     "queue_order_strategy": "priority",
     "priority_steps": [0, 3, 6, 9],
+    "socket_connect_timeout": 2,
 }
+# The API answers 202 even with Redis down (the sweeper sends later), so it must not hang on connect.
+broker_connection_timeout = 2
 # Messages sent without a priority (none of ours) wait behind high, beside normal.
 task_default_priority = 3
 # Events let Flower and /metrics see tasks as they run.

@@ -73,7 +73,10 @@ class Settings(BaseSettings):
     retry_backoff_seconds: float = Field(2.0, description="First retry delay for transient errors (doubles).")
     sweep_interval_seconds: float = Field(30.0, description="How often the sweeper recovers lost stages.")
     sweep_grace_seconds: float = Field(
-        120.0, description="A queued stage not picked up after this is re-sent."
+        120.0, description="A queued stage whose message is not in the broker after this is re-sent."
+    )
+    shutdown_grace_seconds: float = Field(
+        60.0, description="On SIGTERM a running stage may finish this long before it is released."
     )
 
     webhook_secret: str | None = Field(
@@ -102,6 +105,16 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field("INFO", description="Log level for API, workers and beat.")
+
+    vertex_base_url: str | None = Field(None, description="Override of the Vertex AI base URL (Veo).")
+    google_access_token: str | None = Field(
+        None,
+        description="Fixed OAuth access token for Vertex AI; unset means Application Default Credentials.",
+    )
+    s3_source_buckets: list[str] = Field(
+        default_factory=list,
+        description='Buckets jobs may name as an S3 source (JSON list, e.g. ["ingest"]); empty refuses all.',
+    )
 
     def time_limits(self, stage: str) -> tuple[int, int]:
         """(soft, hard) seconds for one stage."""

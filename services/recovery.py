@@ -1,8 +1,8 @@
 """Finding stages the broker lost or whose worker died, so nothing is lost.
 
-A stage is lost when it is queued but nobody picked it up within the grace period (a lost
-message, a flushed Redis, a crash between commit and send), or running under an expired
-lease (its worker died). Rows are locked with SKIP LOCKED so two sweepers never collide.
+A stage is lost when it is queued, older than the grace period, and its message is not in
+the broker (a lost message, a flushed Redis, a crash between commit and send), or running
+under an expired lease (its worker died). Rows are locked with SKIP LOCKED so two sweepers never collide.
 """
 
 from __future__ import annotations
@@ -32,7 +32,11 @@ class Recovery:
     failed: list[LostStage]
 
 
-def recover_lost_stages(session: Session, settings: Settings, *, limit: int = 500) -> Recovery:
+def recover_lost_stages(
+    session: Session, settings: Settings, in_broker: set[tuple[str, str]], *, limit: int = 500
+) -> Recovery:
+    """Queue again what was lost; `in_broker` holds the (job_id, stage) pairs whose message the
+    broker still has, which are only waiting their turn and are left alone."""
     grace = timedelta(seconds=settings.sweep_grace_seconds)
     live = or_(Job.status.in_(ACTIVE_JOB_STATUSES), JobStage.name == "notify")
     rows = session.scalars(
@@ -52,6 +56,8 @@ def recover_lost_stages(session: Session, settings: Settings, *, limit: int = 50
     to_dispatch: list[LostStage] = []
     failed: list[LostStage] = []
     for stage in rows:
+        if stage.status == "queued" and (str(stage.job_id), stage.name) in in_broker:
+            continue
         lost = LostStage(stage.job_id, stage.name, str(stage.job.options.get("priority", "normal")))
         if stage.status == "running" and stage.attempts >= max_attempts_for(stage.name, settings):
             fail_stage(
@@ -90,3 +96,22 @@ def workspace_jobs_to_remove(
     ).all()
     known = set(session.scalars(select(Job.id).where(Job.id.in_(job_ids))).all())
     return list(ended) + [job_id for job_id in job_ids if job_id not in known]
+
+
+def release_worker_stages(session: Session, worker_prefix: str) -> list[LostStage]:
+    """Give back every stage a shutting-down worker still runs, without counting the attempt,
+    so another worker takes it now instead of after the lease expires. The worker's own
+    heartbeat then finds the stage gone and stops its ffmpeg."""
+    rows = session.scalars(
+        select(JobStage)
+        .where(JobStage.status == "running", JobStage.worker.startswith(worker_prefix, autoescape=True))
+        .with_for_update(of=JobStage, skip_locked=True)
+    ).all()
+    released = []
+    for stage in rows:
+        stage.status, stage.worker, stage.lease_until = "queued", None, None
+        stage.attempts = max(0, stage.attempts - 1)
+        stage.available_at = func.now()
+        record_event(session, stage.job_id, "stage.released", stage.name, reason="worker_shutdown")
+        released.append(LostStage(stage.job_id, stage.name, str(stage.job.options.get("priority", "normal"))))
+    return released

@@ -3,6 +3,9 @@
 import logging
 import uuid
 
+import redis
+
+from services.broker import stages_in_broker
 from services.config import get_settings
 from services.recovery import recover_lost_stages, workspace_jobs_to_remove
 from tasks import app
@@ -28,8 +31,11 @@ def _workspace_job_ids() -> list[uuid.UUID]:
 @app.task(name="maintenance.sweep", acks_late=False, ignore_result=True)
 def sweep() -> dict[str, int]:
     settings = get_settings()
+    queues = [queue.name for queue in app.conf.task_queues]
+    with redis.Redis.from_url(settings.redis_url) as client:
+        in_broker = stages_in_broker(client, queues)
     with session_factory().begin() as session:
-        recovery = recover_lost_stages(session, settings)
+        recovery = recover_lost_stages(session, settings, in_broker)
         removable = workspace_jobs_to_remove(session, _workspace_job_ids(), settings)
     for lost in recovery.to_dispatch:
         log.info("re-dispatching lost stage", extra={"job_id": str(lost.job_id), "stage": lost.stage})

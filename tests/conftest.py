@@ -13,11 +13,13 @@ from scripts.s3server import free_s3_port
 
 TEST_ROOT = Path(tempfile.mkdtemp(prefix="conveyor-tests-"))
 S3_PORT = free_s3_port()
-TEST_DB = "conveyor_test"
+# Per-session database and Redis database, so two test runs on one machine never collide.
+TEST_DB = f"conveyor_test_{os.getpid()}"
+REDIS_DB = 1 + os.getpid() % 15
 os.environ.update(
     {
         "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{TEST_DB}",
-        "REDIS_URL": "redis://127.0.0.1:6379/15",
+        "REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
         "WORKSPACE_URL": f"file://{TEST_ROOT}/work",
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
         "S3_BUCKET": "conveyor-test",

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,18 +34,27 @@ QUEUES = "fetch,video,upload,analyze,notify"
 
 
 def migrate_fresh_database() -> None:
+    drop_database()
     with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {TEST_DB}")
     config = Config(str(REPO / "alembic.ini"))
     config.attributes["configure_logger"] = False
     command.upgrade(config, "head")
 
 
+def drop_database() -> None:
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
+
+
 @pytest.fixture(scope="session")
-def database() -> str:
+def database() -> Iterator[str]:
     migrate_fresh_database()
-    return get_settings().database_url
+    yield get_settings().database_url
+    from tasks.runtime import engine
+
+    engine().dispose()
+    drop_database()
 
 
 @pytest.fixture(scope="session")
@@ -149,11 +159,34 @@ def clean_broker() -> None:
     redis.Redis.from_url(get_settings().redis_url).flushdb()
 
 
+class WorkerPool:
+    """The suite's default worker (every queue, with beat), which fault-injection tests stop
+    while they run workers of their own."""
+
+    def __init__(self) -> None:
+        self.default: WorkerProcess | None = None
+
+    def ensure_default(self) -> WorkerProcess:
+        if self.default is None or self.default.proc.poll() is not None:
+            self.default = start_worker("all", beat=True)
+        return self.default
+
+    def stop_default(self) -> None:
+        if self.default is not None:
+            stop_worker(self.default)
+            self.default = None
+
+
 @pytest.fixture(scope="session")
-def workers(database: str, s3_server: str, clean_broker: None) -> Iterator[WorkerProcess]:
-    worker = start_worker("all", beat=True)
-    yield worker
-    stop_worker(worker)
+def worker_pool(database: str, s3_server: str, clean_broker: None) -> Iterator[WorkerPool]:
+    pool = WorkerPool()
+    yield pool
+    pool.stop_default()
+
+
+@pytest.fixture
+def workers(worker_pool: WorkerPool) -> WorkerProcess:
+    return worker_pool.ensure_default()
 
 
 @pytest.fixture(scope="session")
@@ -230,28 +263,40 @@ def client(api_url: str, api_key: str) -> ApiClient:
 
 @dataclass
 class WebhookReceiver:
-    url: str
-    received: list[tuple[dict[str, str], bytes]]
-    statuses: list[int]  # answers to give, in order; 200 once they run out
-    event: threading.Event
+    """A real HTTP receiver. It answers `statuses` in order (then 200), and 500 to the first
+    `fail_first_per_id` deliveries of each webhook-id."""
+
+    url: str = ""
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    fail_first_per_id: int = 0
+    seen_per_id: Counter[str] = field(default_factory=Counter)
+    event: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, headers: dict[str, str], body: bytes) -> int:
+        with self.lock:
+            self.received.append((headers, body))
+            webhook_id = headers.get("webhook-id", "")
+            self.seen_per_id[webhook_id] += 1
+            if self.statuses:
+                return self.statuses.pop(0)
+            return 500 if self.seen_per_id[webhook_id] <= self.fail_first_per_id else 200
 
 
 @pytest.fixture
 def webhook_receiver() -> Iterator[WebhookReceiver]:
-    received: list[tuple[dict[str, str], bytes]] = []
-    statuses: list[int] = []
-    event = threading.Event()
+    receiver = WebhookReceiver()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            status = statuses.pop(0) if statuses else 200
+            status = receiver.answer({k.lower(): v for k, v in self.headers.items()}, body)
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
             if status < 300:
-                event.set()
+                receiver.event.set()
 
         def log_message(self, *_: Any) -> None:
             return
@@ -259,7 +304,8 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield WebhookReceiver(f"http://127.0.0.1:{server.server_port}/hooks/conveyor", received, statuses, event)
+    receiver.url = f"http://127.0.0.1:{server.server_port}/hooks/conveyor"
+    yield receiver
     server.shutdown()
 
 

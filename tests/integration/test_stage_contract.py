@@ -146,14 +146,14 @@ def test_sweeper_redispatches_lost_messages_and_dead_workers(
             .where(JobStage.job_id == job_id, JobStage.name == "fetch")
             .values(available_at=JobStage.available_at - timedelta(hours=1))
         )
-        recovery = recover_lost_stages(session, settings)
+        recovery = recover_lost_stages(session, settings, set())
     assert (job_id, "fetch") in [(lost.job_id, lost.stage) for lost in recovery.to_dispatch]
 
     claimed = claim(sessions, job_id, worker="about-to-die")
     assert claimed is not None
     expire_lease(sessions, job_id, "fetch")
     with sessions.begin() as session:
-        recovery = recover_lost_stages(session, settings)
+        recovery = recover_lost_stages(session, settings, set())
     assert (job_id, "fetch") in [(lost.job_id, lost.stage) for lost in recovery.to_dispatch]
     assert stage_row(sessions, job_id, "fetch").status == "queued"
 
@@ -167,9 +167,9 @@ def test_sweeper_gives_up_after_the_attempt_limit_with_worker_lost(
         expire_lease(sessions, job_id, "fetch")
         if attempt + 1 < settings.stage_max_attempts:
             with sessions.begin() as session:
-                recover_lost_stages(session, settings)
+                recover_lost_stages(session, settings, set())
     with sessions.begin() as session:
-        recovery = recover_lost_stages(session, settings)
+        recovery = recover_lost_stages(session, settings, set())
     assert (job_id, "fetch") in [(lost.job_id, lost.stage) for lost in recovery.failed]
     with sessions() as session:
         job = get_job(session, job_id)

@@ -1,0 +1,108 @@
+"""docker-compose.yml cannot be run here (no Docker engine), so it is checked by reading: every
+service's command, environment and dependencies against what the code reads."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from celeryconfig import QUEUES
+from services.config import Settings
+from services.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parents[2]
+# Read by boto3, Flower, gunicorn, the worker image's CMD, or compose itself; not by Settings.
+OUTSIDE_SETTINGS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FLOWER_BASIC_AUTH"} | {
+    "WEB_CONCURRENCY", "QUEUES", "CONCURRENCY",
+}  # fmt: skip
+REQUIRED_APP_SETTINGS = {
+    "DATABASE_URL",
+    "REDIS_URL",
+    "WORKSPACE_URL",
+    "S3_ENDPOINT_URL",
+    "CONVEYOR_WEBHOOK_SECRET",
+}
+APP_SERVICES = (
+    "api",
+    "fetch-worker",
+    "video-worker",
+    "upload-worker",
+    "analyze-worker",
+    "notify-worker",
+    "beat",
+)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    text = (ROOT / "docker-compose.yml").read_text()
+    # Interpolate ${VAR:-default} and ${VAR:?message} as compose would with nothing set.
+    text = re.sub(r"\$\{([A-Z0-9_]+):[-?]([^}]*)\}", lambda m: m.group(2) or "x", text)
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    return loaded
+
+
+def setting_names() -> set[str]:
+    names = set()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        names.add(alias if isinstance(alias, str) else name.upper())
+    return names
+
+
+def test_every_queue_has_exactly_one_worker_service(compose: dict[str, Any]) -> None:
+    served = {}
+    for name, service in compose["services"].items():
+        queues = service.get("environment", {}).get("QUEUES")
+        if queues and "command" not in service:
+            served[name] = queues.split(",")
+    assert sorted(q for qs in served.values() for q in qs) == sorted(QUEUES)
+    assert served["video-worker"] == ["video"]
+    assert compose["services"]["video-worker"]["deploy"]["replicas"] >= 1
+
+
+def test_app_services_read_only_settings_the_code_knows(compose: dict[str, Any]) -> None:
+    known = setting_names() | OUTSIDE_SETTINGS
+    for name in (*APP_SERVICES, "flower"):
+        environment = set(compose["services"][name]["environment"])
+        assert environment <= known, f"{name} sets unknown variables {sorted(environment - known)}"
+        assert environment >= REQUIRED_APP_SETTINGS, (
+            f"{name} lacks {sorted(REQUIRED_APP_SETTINGS - environment)}"
+        )
+
+
+def test_workers_and_api_share_the_workspace_volume(compose: dict[str, Any]) -> None:
+    for name in APP_SERVICES:
+        if name == "beat":
+            continue
+        service = compose["services"][name]
+        workspace = Workspace.from_url(service["environment"]["WORKSPACE_URL"]).root
+        assert f"workspace:{workspace}" in service["volumes"], f"{name} does not mount the workspace"
+    assert "workspace" in compose["volumes"]
+
+
+def test_dependencies_wait_for_healthy_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"postgres", "redis", "minio"} <= set(services["api"]["depends_on"])
+    for name in APP_SERVICES[1:]:
+        # Workers start after the API, whose start runs the migrations.
+        assert services[name]["depends_on"]["api"]["condition"] == "service_healthy"
+    for name, service in services.items():
+        if name != "createbucket":
+            assert "healthcheck" in service, f"{name} has no healthcheck"
+
+
+def test_commands_match_the_entry_points(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    api_command = "\n".join(services["api"]["command"])
+    assert "alembic upgrade head" in api_command and "'api:create_app()'" in api_command
+    assert services["beat"]["command"][:4] == ["celery", "-A", "tasks", "beat"]
+    assert services["flower"]["command"][:4] == ["celery", "-A", "tasks", "flower"]
+    assert services["redis"]["command"] == ["redis-server", "--appendonly", "yes"]
+    dockerfile = (ROOT / "Dockerfile.worker").read_text()
+    assert 'celery -A tasks worker -Q \\"${QUEUES}\\"' in dockerfile
+    assert "USER conveyor" in dockerfile and "apt-get install" in dockerfile and "ffmpeg" in dockerfile

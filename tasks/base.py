@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
@@ -69,6 +69,12 @@ class StageContext:
     def progress(self, percent: float) -> None:
         self._progress = max(self._progress, min(100.0, percent))
 
+    def current_progress(self) -> float:
+        return self._progress
+
+    def stop(self) -> None:
+        self._stop.set()
+
     def should_stop(self) -> bool:
         return self._stop.is_set()
 
@@ -86,7 +92,7 @@ class Heartbeat(threading.Thread):
         written, since_renewal = -1.0, 0.0
         while not self.done.wait(PROGRESS_WRITE_SECONDS):
             since_renewal += PROGRESS_WRITE_SECONDS
-            current = self.ctx._progress
+            current = self.ctx.current_progress()
             if current == written and since_renewal < settings.heartbeat_seconds:
                 continue
             try:
@@ -101,7 +107,7 @@ class Heartbeat(threading.Thread):
             written, since_renewal = current, 0.0
             if not ours:
                 log.info("stage lost its lease or the job was canceled; stopping")
-                self.ctx._stop.set()
+                self.ctx.stop()
                 return
 
 
@@ -185,7 +191,7 @@ def run_stage(
         log.info("stage succeeded", extra={"attempt": claim.attempt})
 
 
-def _retry(task: Task, claim: Claim, error: ConveyorError, delay: float) -> None:
+def _retry(task: Task, claim: Claim, error: ConveyorError, delay: float) -> NoReturn:
     log.warning(
         "transient failure; retrying", extra={"code": error.code, "error": error.message, "delay": delay}
     )

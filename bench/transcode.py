@@ -4,7 +4,9 @@ Run from the repository root: ``.venv/bin/python -m bench.transcode [--seconds 3
 
 Both sides use :func:`services.ffmpeg.build_hls_command`; the baseline calls it once per
 rendition, so bitrates, preset, keyframe and segment options are identical and the only
-difference is decoding (and scaling from) the source once instead of three times.
+difference is decoding (and scaling from) the source once instead of three times. Ours is the
+transcode stage's real command, so it also writes the poster and the storyboard sprite; the
+seed-style baseline writes neither (ours does more work, and is still measured as is).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from services.config import Settings
 from services.ffmpeg import build_hls_command, run_ffmpeg
 from services.ladder import Rendition, plan_ladder
 from services.probe import MediaInfo, probe
+from services.storyboard import plan_storyboard
 
 RUNGS = ("360p", "480p", "720p")
 CPU_RATIO_TARGET = 0.74
@@ -74,7 +77,18 @@ def measure(commands: Sequence[Sequence[str]], duration: float, memory_limit: in
 def commands_for(
     source: Path, info: MediaInfo, renditions: list[Rendition], out: Path, settings: Settings
 ) -> tuple[list[list[str]], list[list[str]]]:
-    def command(chosen: list[Rendition], out_dir: Path) -> list[str]:
+    assert info.video is not None
+    storyboard = plan_storyboard(
+        info.duration,
+        info.video.width,
+        info.video.height,
+        interval=settings.storyboard_interval_seconds,
+        tile_width=settings.storyboard_tile_width,
+        columns=settings.storyboard_columns,
+    )
+
+    def command(chosen: list[Rendition], out_dir: Path, with_stills: bool) -> list[str]:
+        out_dir.mkdir(parents=True)
         return build_hls_command(
             source,
             info,
@@ -82,10 +96,11 @@ def commands_for(
             out_dir,
             segment_seconds=settings.segment_seconds,
             preset=settings.x264_preset,
+            storyboard=storyboard if with_stills else None,
         )
 
-    ours = [command(renditions, out / "ours")]
-    baseline = [command([r], out / f"baseline-{r.name}") for r in renditions]
+    ours = [command(renditions, out / "ours", True)]
+    baseline = [command([r], out / f"baseline-{r.name}", False) for r in renditions]
     return ours, baseline
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import resource
 import signal
 import subprocess
 import threading
@@ -17,105 +16,76 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
+from services.confine import confine
 from services.errors import Canceled, InvalidMedia, StageTimeout, TranscodeFailed
 from services.ladder import Rendition
-from services.probe import MediaInfo
+from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, h264_level
+from services.probe import REFUSED_DEMUXERS, MediaInfo
+from services.storyboard import (
+    POSTER_FILE,
+    SPRITE_FILE,
+    StoryboardPlan,
+    poster_filter,
+    poster_time,
+    storyboard_filter,
+)
 
 FFMPEG = "ffmpeg"
-MASTER_PLAYLIST = "master.m3u8"
-MEDIA_PLAYLIST = "index.m3u8"
 STDERR_TAIL_LINES = 50
 KILL_GRACE_SECONDS = 1.0
 H264_PROFILE = "high"
-TS_OVERHEAD_PERCENT = 10
-# Playlist demuxers open further URLs named inside the file, so a "video" that is really an
-# m3u8 or ffconcat list could read other local files into the picture despite the protocol
-# whitelist. Real uploads never probe as these.
-REFUSED_INPUT_FORMATS = frozenset({"hls", "concat"})
-
-# (level_idc, max macroblocks per second, max macroblocks per frame) from H.264 Table A-1.
-# The level is declared per rendition so the master playlist's CODECS tells a player the
-# truth, and so x264 bounds its reference frames to what that level's decoders hold.
-_H264_LEVELS: tuple[tuple[int, int, int], ...] = (
-    (30, 40_500, 1_620),
-    (31, 108_000, 3_600),
-    (32, 216_000, 5_120),
-    (40, 245_760, 8_192),
-    (42, 522_240, 8_704),
-    (50, 589_824, 22_080),
-    (51, 983_040, 36_864),
-    (52, 2_073_600, 36_864),
-)
-
-
-def h264_level(rendition: Rendition) -> int:
-    """Smallest H.264 level_idc (e.g. 40 for 4.0) whose decoders handle this rendition."""
-    frame_mbs = -(-rendition.width // 16) * -(-rendition.height // 16)
-    mbs_per_second = frame_mbs * rendition.fps
-    for level, max_mbps, max_fs in _H264_LEVELS:
-        if frame_mbs <= max_fs and mbs_per_second <= max_mbps:
-            return level
-    return _H264_LEVELS[-1][0]
-
-
-def codecs_attribute(rendition: Rendition, has_audio: bool) -> str:
-    # avc1.PPCCLL: profile_idc 100 (High) = 0x64, no constraint flags, then the level.
-    video = f"avc1.6400{h264_level(rendition):02x}"
-    return f"{video},mp4a.40.2" if has_audio else video
+SegmentFormat = Literal["ts", "fmp4"]
+# mjpeg quality scale (2 best … 31 worst): 3 keeps a poster sharp at a fraction of PNG's size.
+JPEG_QUALITY = "3"
 
 
 def _segment_frames(fps: float, segment_seconds: int) -> int:
     return max(1, round(fps * segment_seconds))
 
 
-def _filter_graph(info: MediaInfo, renditions: Sequence[Rendition]) -> str:
+def _fps_step(rendition: Rendition, input_fps: float, variable: bool) -> list[str]:
+    # Dropping frames before scaling saves the scaler the frames that are thrown away; a
+    # variable-rate input always passes through fps so every rendition is constant-rate.
+    if input_fps <= 0 or variable or rendition.fps < input_fps:
+        return [f"fps={rendition.fps:g}"]
+    return []
+
+
+def _filter_graph(info: MediaInfo, renditions: Sequence[Rendition], storyboard: StoryboardPlan | None) -> str:
+    """Decode once; scale the source to the top rendition only, and every lower rendition from
+    that (already constant-rate, far smaller) picture. Scaling a 1080p source costs about as
+    much as decoding it, so the cascade saves the most after the single decode itself."""
     assert info.video is not None
-    source_fps = info.video.fps
-    labels = "".join(f"[s{i}]" for i in range(len(renditions)))
-    chains = [f"[0:v:0]split={len(renditions)}{labels}"]
-    for i, rendition in enumerate(renditions):
-        steps = []
-        if source_fps <= 0 or rendition.fps < source_fps:
-            # Dropping frames before scaling saves the scaler the frames that are thrown away.
-            steps.append(f"fps={rendition.fps:g}")
-        steps += [f"scale={rendition.width}:{rendition.height}", "setsar=1", "format=yuv420p"]
-        chains.append(f"[s{i}]{','.join(steps)}[v{i}]")
+    video = info.video
+    *lower, top = renditions
+    chains = []
+    if storyboard is not None:
+        chains.append("[0:v:0]split=3[top][p][b]")
+        source = "[top]"
+    else:
+        source = "[0:v:0]"
+    steps = [*_fps_step(top, video.fps, video.variable_frame_rate), f"scale={top.width}:{top.height}"]
+    steps += ["setsar=1", "format=yuv420p"]
+    if lower:
+        labels = "".join(f"[c{i}]" for i in range(len(lower)))
+        chains.append(f"{source}{','.join(steps)},split={len(renditions)}{labels}[v{len(lower)}]")
+    else:
+        chains.append(f"{source}{','.join(steps)}[v0]")
+    for i, rendition in enumerate(lower):
+        steps = [*_fps_step(rendition, top.fps, False), f"scale={rendition.width}:{rendition.height}"]
+        chains.append(f"[c{i}]{','.join([*steps, 'setsar=1'])}[v{i}]")
+    if storyboard is not None:
+        chains.append(f"[p]{poster_filter(poster_time(info.duration), top.width, top.height)}[poster]")
+        chains.append(f"[b]{storyboard_filter(storyboard)}[sprite]")
     return ";".join(chains)
 
 
-def build_hls_command(
-    source: Path,
-    info: MediaInfo,
-    renditions: Sequence[Rendition],
-    out_dir: Path,
-    *,
-    segment_seconds: int,
-    preset: str = "veryfast",
-    threads: int = 0,
+def _video_args(
+    info: MediaInfo, renditions: Sequence[Rendition], segment_seconds: int, preset: str
 ) -> list[str]:
-    """One ffmpeg process that decodes ``source`` once and writes every rendition as HLS.
-
-    Produces ``out_dir/master.m3u8`` and ``out_dir/<name>/index.m3u8`` with
-    ``seg_00000.ts``…; callers then overwrite the master with :func:`write_master_playlist`.
-    """
-    if info.video is None:
-        raise InvalidMedia("The file holds no video stream.")
-    if not renditions:
-        raise ValueError("at least one rendition is needed")
-    if segment_seconds <= 0:
-        raise ValueError("segment_seconds must be positive")
-    if set(info.format_name.split(",")) & REFUSED_INPUT_FORMATS:
-        raise InvalidMedia("Playlists are not accepted as a source; upload the video itself.")
-
-    args = [
-        FFMPEG, "-nostdin", "-hide_banner", "-y", "-loglevel", "error",
-        "-progress", "pipe:1", "-nostats",
-        "-protocol_whitelist", "file",
-        "-i", str(source),
-        "-filter_complex", _filter_graph(info, renditions),
-    ]  # fmt: skip
+    args: list[str] = []
     for i, rendition in enumerate(renditions):
         gop = str(_segment_frames(rendition.fps, segment_seconds))
         level = h264_level(rendition)
@@ -132,71 +102,111 @@ def build_hls_command(
             f"-g:v:{i}", gop,
             f"-keyint_min:v:{i}", gop,
         ]  # fmt: skip
+    # High profile, 8-bit 4:2:0 (format=yuv420p in the graph) whatever the source was: 10-bit,
+    # HEVC or VP9 sources come out as the H.264 every browser decodes.
     args += [
         "-preset", preset,
         "-profile:v", H264_PROFILE,
         "-sc_threshold", "0",
         "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds})",
     ]  # fmt: skip
-    if threads > 0:
-        args += ["-threads", str(threads)]
     if info.has_audio:
         for i, rendition in enumerate(renditions):
             args += ["-map", "0:a:0", f"-c:a:{i}", "aac", f"-b:a:{i}", str(rendition.audio_bitrate)]
+    return args
+
+
+def _variant_map(info: MediaInfo, renditions: Sequence[Rendition]) -> str:
+    def variant(i: int, rendition: Rendition) -> str:
+        if rendition.audio_only:
+            return f"a:{i},name:{rendition.name}"
+        if info.has_audio:
+            return f"v:{i},a:{i},name:{rendition.name}"
+        return f"v:{i},name:{rendition.name}"
+
+    return " ".join(variant(i, r) for i, r in enumerate(renditions))
+
+
+def _image_output(label: str, path: Path) -> list[str]:
+    # -update: one image written to a fixed name, not a numbered sequence.
+    return ["-map", label, "-c:v", "mjpeg", "-q:v", JPEG_QUALITY, "-update", "1", "-f", "image2", str(path)]
+
+
+def build_hls_command(
+    source: Path,
+    info: MediaInfo,
+    renditions: Sequence[Rendition],
+    out_dir: Path,
+    *,
+    segment_seconds: int,
+    preset: str = "veryfast",
+    threads: int = 0,
+    segment_format: SegmentFormat = "ts",
+    storyboard: StoryboardPlan | None = None,
+) -> list[str]:
+    """One ffmpeg process that decodes ``source`` once and writes every rendition as HLS.
+
+    Produces ``out_dir/master.m3u8`` and ``out_dir/<name>/index.m3u8`` with MPEG-TS
+    ``seg_00000.ts``… or, for ``fmp4`` (CMAF), ``init.mp4`` (``init_<name>.mp4`` when there
+    are several) and ``seg_00000.m4s``…; callers then overwrite the master with
+    ``services.playlists.write_master_playlist``. With a ``storyboard`` plan the same decode
+    also writes ``poster.jpg`` and the storyboard sprite. An audio-only plan (the one
+    ``AUDIO_ONLY`` rendition) maps the audio alone.
+    """
+    if not renditions:
+        raise ValueError("at least one rendition is needed")
+    if segment_seconds <= 0:
+        raise ValueError("segment_seconds must be positive")
+    if set(info.format_name.split(",")) & REFUSED_DEMUXERS:
+        raise InvalidMedia("Playlists are not accepted as a source; upload the video itself.")
+    audio_only = renditions[0].audio_only
+    if audio_only and not info.has_audio:
+        raise InvalidMedia("The file holds no audio stream.")
+    if not audio_only and info.video is None:
+        raise InvalidMedia("The file holds no video stream.")
+
+    args = [
+        FFMPEG, "-nostdin", "-hide_banner", "-y", "-loglevel", "error",
+        "-progress", "pipe:1", "-nostats",
+        "-protocol_whitelist", "file",
+        # The demuxer the probe accepted, never a fresh guess: what ffmpeg parses is what we checked.
+        "-f", info.demuxer,
+        "-i", str(source),
+    ]  # fmt: skip
+    if audio_only:
+        args += ["-map", "0:a:0", "-c:a:0", "aac", "-b:a:0", str(renditions[0].audio_bitrate)]
+        storyboard = None
+    else:
+        args += ["-filter_complex", _filter_graph(info, renditions, storyboard)]
+        args += _video_args(info, renditions, segment_seconds, preset)
+    if threads > 0:
+        args += ["-threads", str(threads)]
+    if info.has_audio:
         # Stereo is what every HLS client decodes; 5.1 at 64 kb/s would also sound worse.
         args += ["-ac", "2"]
-    variants = " ".join(
-        f"v:{i},a:{i},name:{r.name}" if info.has_audio else f"v:{i},name:{r.name}"
-        for i, r in enumerate(renditions)
-    )
+    if segment_format == "fmp4":
+        # ffmpeg expands %v in the init file's name only when there are several variants.
+        init = "init_%v.mp4" if len(renditions) > 1 else "init.mp4"
+        segments = ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", init]
+        segment_name = "seg_%05d.m4s"
+    else:
+        segments, segment_name = ["-hls_segment_type", "mpegts"], "seg_%05d.ts"
     args += [
         "-f", "hls",
         "-hls_time", str(segment_seconds),
         "-hls_playlist_type", "vod",
         "-hls_flags", "independent_segments",
-        "-hls_segment_type", "mpegts",
-        "-hls_segment_filename", str(out_dir / "%v" / "seg_%05d.ts"),
+        *segments,
+        "-hls_segment_filename", str(out_dir / "%v" / segment_name),
         "-master_pl_name", MASTER_PLAYLIST,
-        "-var_stream_map", variants,
+        "-var_stream_map", _variant_map(info, renditions),
         str(out_dir / "%v" / MEDIA_PLAYLIST),
     ]  # fmt: skip
+    if storyboard is not None:
+        args += _image_output("[poster]", out_dir / POSTER_FILE) + _image_output(
+            "[sprite]", out_dir / SPRITE_FILE
+        )
     return args
-
-
-def _with_ts_overhead(bits_per_second: int) -> int:
-    # Encoder rates count elementary-stream bits only; MPEG-TS adds 188-byte packet headers,
-    # PES headers and a PAT/PMT per segment. Measured 3-9 % on our ladder with 4 s segments
-    # (most on 240p, where audio weighs more); 10 % keeps the declared peak above real ones.
-    return -(-bits_per_second * (100 + TS_OVERHEAD_PERCENT) // 100)
-
-
-def write_master_playlist(renditions: Sequence[Rendition], has_audio: bool) -> str:
-    """The master playlist for the output of :func:`build_hls_command`, to replace ffmpeg's.
-
-    ffmpeg 5.1 does write RESOLUTION and CODECS (read from the SPS, so they match
-    :func:`codecs_attribute`), but its BANDWIDTH is 1.1 x the *average* bitrate while HLS
-    asks for the peak, and it leaves out AVERAGE-BANDWIDTH and FRAME-RATE, which players use
-    to pick a first variant and to skip high frame rates they cannot decode.
-    """
-    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    for rendition in renditions:
-        audio = rendition.audio_bitrate if has_audio else 0
-        attributes = [
-            f"BANDWIDTH={_with_ts_overhead(rendition.maxrate + audio)}",
-            f"AVERAGE-BANDWIDTH={_with_ts_overhead(rendition.video_bitrate + audio)}",
-            f"RESOLUTION={rendition.width}x{rendition.height}",
-            f"FRAME-RATE={rendition.fps:.3f}",
-            f'CODECS="{codecs_attribute(rendition, has_audio)}"',
-        ]
-        lines += ["#EXT-X-STREAM-INF:" + ",".join(attributes), f"{rendition.name}/{MEDIA_PLAYLIST}"]
-    return "\n".join(lines) + "\n"
-
-
-def _limit_memory(limit: int) -> Callable[[], None]:
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return apply
 
 
 def _pump(stream: IO[str], sink: Callable[[str], object]) -> None:
@@ -263,7 +273,7 @@ def run_ffmpeg(
             # Its own session, so killing the group reaches anything ffmpeg forks and a
             # Ctrl-C meant for the worker is not also delivered to ffmpeg.
             start_new_session=True,
-            preexec_fn=None if memory_limit_bytes is None else _limit_memory(memory_limit_bytes),
+            preexec_fn=confine(memory_limit_bytes),
         )
     except OSError as exc:
         raise TranscodeFailed(f"ffmpeg could not be started: {exc}") from exc

@@ -1,16 +1,71 @@
-"""The transcode stage's work: probe, plan the ladder, run one ffmpeg, write the master."""
+"""The transcode stage's work: probe, plan, run one ffmpeg, measure, write the master and stills."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from services.config import Settings
-from services.ffmpeg import build_hls_command, run_ffmpeg, write_master_playlist
-from services.ladder import plan_ladder
-from services.probe import probe
+from services.ffmpeg import SegmentFormat, build_hls_command, run_ffmpeg
+from services.ladder import Rendition, plan_ladder
+from services.playlists import (
+    MASTER_PLAYLIST,
+    MEDIA_PLAYLIST,
+    Bitrates,
+    measure_bitrates,
+    parse_media_playlist,
+    write_master_playlist,
+)
+from services.probe import MediaInfo, probe, probe_limits
+from services.storyboard import (
+    POSTER_FILE,
+    SPRITE_FILE,
+    VTT_FILE,
+    StoryboardPlan,
+    plan_storyboard,
+    storyboard_vtt,
+)
+
+# How often the runner looks at the stop flag; a cancel must end ffmpeg within 2 s of the
+# request, and the heartbeat that sets the flag already takes up to one of them.
+STOP_POLL_SECONDS = 0.2
+
+
+def measure_variant(media_dir: Path) -> Bitrates:
+    """Peak and average bit rate of one written variant, from its segments' real sizes."""
+    playlist = parse_media_playlist((media_dir / MEDIA_PLAYLIST).read_text())
+    sizes = [(s.duration, (media_dir / s.uri).stat().st_size) for s in playlist.segments]
+    return measure_bitrates(sizes, playlist.target_duration)
+
+
+def _storyboard_plan(info: MediaInfo, settings: Settings) -> StoryboardPlan | None:
+    if info.video is None:
+        return None
+    return plan_storyboard(
+        info.duration,
+        info.video.width,
+        info.video.height,
+        interval=settings.storyboard_interval_seconds,
+        tile_width=settings.storyboard_tile_width,
+        columns=settings.storyboard_columns,
+    )
+
+
+def _stills(out_dir: Path, plan: StoryboardPlan | None, duration: float) -> dict[str, Any]:
+    # A poster instant past the last video frame (audio outlasting video) yields no poster;
+    # the job still has its stream, so a missing still is recorded as absent, not an error.
+    poster = POSTER_FILE if (out_dir / POSTER_FILE).is_file() else None
+    if plan is None or not (out_dir / SPRITE_FILE).is_file():
+        return {"poster": poster, "storyboard": None}
+    (out_dir / VTT_FILE).write_text(storyboard_vtt(plan, duration))
+    return {"poster": poster, "storyboard": {"vtt": VTT_FILE, "sprite": SPRITE_FILE} | asdict(plan)}
+
+
+def _rendition_output(rendition: Rendition, measured: Bitrates) -> dict[str, Any]:
+    return asdict(rendition) | {"bandwidth": measured.peak, "average_bandwidth": measured.average}
 
 
 def transcode_to_hls(
@@ -19,28 +74,50 @@ def transcode_to_hls(
     settings: Settings,
     *,
     requested: Sequence[str] | None,
+    segment_format: SegmentFormat = "ts",
     on_progress: Callable[[float], None],
     should_stop: Callable[[], bool],
-) -> list[dict[str, Any]]:
-    """Write master.m3u8 and one folder per rendition into out_dir; returns the renditions."""
-    info = probe(source)
-    renditions = plan_ladder(info, requested)
-    args = build_hls_command(
-        source,
-        info,
-        renditions,
-        out_dir,
-        segment_seconds=settings.segment_seconds,
-        preset=settings.x264_preset,
-        threads=settings.ffmpeg_threads,
-    )
-    run_ffmpeg(
-        args,
-        duration=info.duration,
-        on_progress=on_progress,
-        should_stop=should_stop,
-        timeout=settings.time_limits("transcode")[0],
-        memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
-    )
-    (out_dir / "master.m3u8").write_text(write_master_playlist(renditions, info.has_audio))
-    return [asdict(rendition) | {"bandwidth": rendition.bandwidth} for rendition in renditions]
+) -> dict[str, Any]:
+    """Write master.m3u8, one folder per rendition, the poster and the storyboard into out_dir.
+
+    Returns what the stage records: the renditions with their measured bit rates, the segment
+    format and the stills' file names. On any way out but success out_dir is removed: half a
+    ladder must never be published, and a canceled job should not keep its disk.
+    """
+    try:
+        # ffmpeg's HLS muxer makes the rendition folders, but the image muxer makes none.
+        out_dir.mkdir(parents=True, exist_ok=True)
+        info = probe(source, probe_limits(settings), memory_limit_bytes=settings.ffmpeg_memory_limit_bytes)
+        renditions = plan_ladder(info, requested)
+        storyboard = _storyboard_plan(info, settings)
+        args = build_hls_command(
+            source,
+            info,
+            renditions,
+            out_dir,
+            segment_seconds=settings.segment_seconds,
+            preset=settings.x264_preset,
+            threads=settings.ffmpeg_threads,
+            segment_format=segment_format,
+            storyboard=storyboard,
+        )
+        run_ffmpeg(
+            args,
+            duration=info.duration,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            timeout=settings.time_limits("transcode")[0],
+            memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
+            poll_seconds=STOP_POLL_SECONDS,
+        )
+        measured = [measure_variant(out_dir / rendition.name) for rendition in renditions]
+        master = write_master_playlist(renditions, info.has_audio, measured, fmp4=segment_format == "fmp4")
+        (out_dir / MASTER_PLAYLIST).write_text(master)
+        stills = _stills(out_dir, storyboard, info.duration)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return {
+        "renditions": [_rendition_output(r, m) for r, m in zip(renditions, measured, strict=True)],
+        "segment_format": segment_format,
+    } | stills

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from services.errors import InvalidMedia
-from services.probe import MediaInfo
+from services.probe import MediaInfo, VideoStream
 
 # Renditions below this short side are phone-sized; players expect at most 30 fps there.
 HIGH_FPS_MIN_SHORT_SIDE = 720
@@ -27,6 +27,10 @@ class Rendition:
     maxrate: int  # bits/s, x264 -maxrate
     bufsize: int  # bits, x264 -bufsize
     audio_bitrate: int  # bits/s
+
+    @property
+    def audio_only(self) -> bool:
+        return self.width == 0
 
     @property
     def short_side(self) -> int:
@@ -61,6 +65,11 @@ LADDER: tuple[Rendition, ...] = (
     _rung(1080, 5000, 128),
 )
 RUNG_NAMES: frozenset[str] = frozenset(r.name for r in LADDER)
+# A podcast or music upload: one AAC rendition, at the top rung's audio rate since audio is
+# all the listener gets.
+AUDIO_ONLY = Rendition(
+    name="audio", width=0, height=0, fps=0.0, video_bitrate=0, maxrate=0, bufsize=0, audio_bitrate=128_000
+)
 
 
 def _even(value: float) -> int:
@@ -74,6 +83,15 @@ def _rendition_fps(source_fps: float, short_side: int) -> float:
     # every output frame is then a source frame at an even cadence, with no judder.
     divisor = max(1, math.ceil(source / cap - 1e-9))
     return round(source / divisor, 3)
+
+
+def _source_fps(video: VideoStream) -> float:
+    # A variable-rate source (phones, screen recordings) gets constant-rate renditions, which
+    # fixed GOPs and FRAME-RATE need, at its mean rate to the nearest whole frame: the mean
+    # never exceeds the rate the source reaches, and whole rates divide cleanly below.
+    if video.variable_frame_rate and video.fps > 0:
+        return float(max(1, round(video.fps)))
+    return video.fps
 
 
 def _fit(rung: Rendition, short_side: int, src_width: int, src_height: int, source_fps: float) -> Rendition:
@@ -93,10 +111,14 @@ def plan_ladder(info: MediaInfo, requested: Sequence[str] | None = None) -> list
     """Renditions for ``info``, lowest first: never above the source, aspect ratio kept.
 
     ``requested`` narrows the standard rungs by name; names are validated by the API, so an
-    unknown one here is a programming error (``ValueError``), not bad media.
+    unknown one here is a programming error (``ValueError``), not bad media. A source with
+    audio and no video gets the one audio-only rendition whatever was requested: the rungs
+    name picture sizes, which it has none of.
     """
     if info.video is None:
-        raise InvalidMedia("The file holds no video stream.")
+        if info.audio is None:
+            raise InvalidMedia("The file holds no video or audio stream.")
+        return [AUDIO_ONLY]
     if requested is not None:
         unknown = sorted(set(requested) - RUNG_NAMES)
         if unknown:
@@ -104,13 +126,14 @@ def plan_ladder(info: MediaInfo, requested: Sequence[str] | None = None) -> list
         if not requested:
             raise ValueError("requested must name at least one rendition (None means all)")
     video = info.video
+    fps = _source_fps(video)
     src_short = min(video.width, video.height)
     wanted = LADDER if requested is None else tuple(r for r in LADDER if r.name in requested)
     fitting = [r for r in wanted if r.short_side <= src_short]
     if fitting:
-        return [_fit(r, r.short_side, video.width, video.height, video.fps) for r in fitting]
+        return [_fit(r, r.short_side, video.width, video.height, fps) for r in fitting]
     # Nothing fits: the source is smaller than every wanted rung. Deliver it at its own size
     # rather than fail or upscale (an odd side rounds down for the same reason); the lowest
     # rung's bitrates are plenty for so few pixels.
     own_short = max(2, src_short - src_short % 2)
-    return [_fit(LADDER[0], own_short, video.width, video.height, video.fps)]
+    return [_fit(LADDER[0], own_short, video.width, video.height, fps)]

@@ -1,17 +1,35 @@
-"""ffprobe a local file into a typed description of what it holds."""
+"""ffprobe a local file into a typed description of what it holds, within limits."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from services.errors import InvalidMedia
+from services.config import Settings
+from services.confine import confine
+from services.errors import InvalidMedia, TooLarge
 
 PROBE_TIMEOUT_SECONDS = 30
+# Demuxers that open further files or URLs named inside the input (playlists, manifests,
+# concat lists, session descriptions) and capture devices or synthetic sources that are not
+# files at all. The protocol whitelist still lets a playlist reach other *local* files, such
+# as another job's source, so these are refused before their header is ever parsed.
+REFUSED_DEMUXERS = frozenset(
+    {
+        "hls", "dash", "imf", "concat", "sdp", "rtp", "rtsp", "sap", "msnwctcp",
+        "webm_dash_manifest", "lavfi", "avisynth", "vapoursynth",
+        "alsa", "fbdev", "iec61883", "jack", "kmsgrab", "libcdio", "libdc1394", "openal", "oss",
+        "pulse", "video4linux2", "v4l2", "x11grab",
+    }
+)  # fmt: skip
+# How a variable frame rate shows in ffprobe: the mean rate differs from the base rate.
+VFR_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -19,9 +37,10 @@ class VideoStream:
     codec: str
     width: int  # as displayed, after rotation
     height: int
-    fps: float
+    fps: float  # the mean rate; for a variable-rate source see ``variable_frame_rate``
     pix_fmt: str
     rotation: int  # degrees clockwise the player must turn the coded picture
+    variable_frame_rate: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,20 @@ class MediaInfo:
     def has_audio(self) -> bool:
         return self.audio is not None
 
+    @property
+    def demuxer(self) -> str:
+        """The demuxer's primary name (``mov`` for ``mov,mp4,m4a,…``), as ffmpeg's ``-f`` takes it."""
+        return self.format_name.split(",")[0]
+
+
+@dataclass(frozen=True)
+class ProbeLimits:
+    """What a source may declare before anything decodes it (settings MAX_DURATION_SECONDS, …)."""
+
+    max_duration_seconds: float
+    max_pixels: int
+    max_streams: int
+
 
 def _rate(value: str | None) -> float:
     if not value or value in ("0/0", "0"):
@@ -67,28 +100,48 @@ def _rotation(stream: dict[str, Any]) -> int:
     return int(tag) % 360 if tag else 0
 
 
-def parse_probe(data: dict[str, Any]) -> MediaInfo:
+def _video(stream: dict[str, Any]) -> VideoStream:
+    width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
+    rotation = _rotation(stream)
+    if rotation in (90, 270):
+        width, height = height, width
+    mean, base = _rate(stream.get("avg_frame_rate")), _rate(stream.get("r_frame_rate"))
+    return VideoStream(
+        codec=str(stream.get("codec_name", "")),
+        width=width,
+        height=height,
+        fps=round(mean or base, 3),
+        pix_fmt=str(stream.get("pix_fmt", "")),
+        rotation=rotation,
+        variable_frame_rate=bool(mean and base and abs(mean - base) > VFR_TOLERANCE * base),
+    )
+
+
+def _check_declared(streams: list[dict[str, Any]], limits: ProbeLimits) -> None:
+    # Checked on what the headers declare, before anything else: a "frame bomb" is a tiny
+    # file whose header promises a picture that would take gigabytes to decode.
+    if len(streams) > limits.max_streams:
+        raise TooLarge(f"The file has {len(streams)} streams; at most {limits.max_streams} are accepted.")
+    for stream in streams:
+        width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
+        if stream.get("codec_type") == "video" and width * height > limits.max_pixels:
+            raise TooLarge(
+                f"The picture is {width}x{height}; at most {limits.max_pixels} pixels are accepted."
+            )
+
+
+def parse_probe(data: dict[str, Any], limits: ProbeLimits | None = None) -> MediaInfo:
     """Turn ffprobe's JSON into MediaInfo; pure, so it is tested on canned JSON."""
     fmt = data.get("format") or {}
     streams = data.get("streams") or []
+    if limits is not None:
+        _check_declared(streams, limits)
     video = audio = None
     for stream in streams:
         kind = stream.get("codec_type")
         disposition = stream.get("disposition") or {}
         if kind == "video" and video is None and not disposition.get("attached_pic"):
-            width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
-            rotation = _rotation(stream)
-            if rotation in (90, 270):
-                width, height = height, width
-            fps = _rate(stream.get("avg_frame_rate")) or _rate(stream.get("r_frame_rate"))
-            video = VideoStream(
-                codec=str(stream.get("codec_name", "")),
-                width=width,
-                height=height,
-                fps=round(fps, 3),
-                pix_fmt=str(stream.get("pix_fmt", "")),
-                rotation=rotation,
-            )
+            video = _video(stream)
         elif kind == "audio" and audio is None:
             audio = AudioStream(
                 codec=str(stream.get("codec_name", "")),
@@ -96,14 +149,21 @@ def parse_probe(data: dict[str, Any]) -> MediaInfo:
                 sample_rate=int(stream.get("sample_rate") or 0),
             )
     duration = float(fmt.get("duration") or 0.0)
+    format_name = str(fmt.get("format_name", ""))
+    if set(format_name.split(",")) & REFUSED_DEMUXERS:
+        raise InvalidMedia("Playlists and lists of other files are not accepted; upload the video itself.")
     if video is None and audio is None:
         raise InvalidMedia("The file holds no video or audio stream.")
     if video is not None and (video.width <= 0 or video.height <= 0):
         raise InvalidMedia("The video stream has no picture size.")
     if duration <= 0:
         raise InvalidMedia("The file has no duration; it may be truncated.")
+    if limits is not None and duration > limits.max_duration_seconds:
+        raise TooLarge(
+            f"The file lasts {duration:.0f} s; at most {limits.max_duration_seconds:.0f} s are accepted."
+        )
     return MediaInfo(
-        format_name=str(fmt.get("format_name", "")),
+        format_name=format_name,
         duration=duration,
         size_bytes=int(fmt.get("size") or 0),
         bit_rate=int(fmt.get("bit_rate") or 0),
@@ -113,22 +173,72 @@ def parse_probe(data: dict[str, Any]) -> MediaInfo:
     )
 
 
-def probe(path: Path) -> MediaInfo:
-    """Probe a local file; anything ffprobe cannot read is `invalid_media`."""
+def accepted_demuxers(listing: str) -> list[str]:
+    """The names in ``ffprobe -demuxers`` output minus the refused ones, for ``-format_whitelist``.
+
+    ffprobe has no demuxer blacklist, only a whitelist, and the check happens after the format
+    is recognised but before its header is read: exactly when a playlist must be stopped.
+    """
+    names: list[str] = []
+    _, _, table = listing.partition(" --\n")  # the legend ends at this rule
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) < 2 or "D" not in fields[0]:
+            continue
+        aliases = fields[1].split(",")
+        if not set(aliases) & REFUSED_DEMUXERS:
+            names += aliases
+    return names
+
+
+@lru_cache(maxsize=1)
+def _format_whitelist() -> str:
+    done = subprocess.run(
+        ["ffprobe", "-hide_banner", "-demuxers"],
+        capture_output=True,
+        text=True,
+        timeout=PROBE_TIMEOUT_SECONDS,
+        check=True,
+    )
+    return ",".join(accepted_demuxers(done.stdout))
+
+
+def _refusal(stderr: str) -> str:
+    refused = re.search(r"\[(\w+) @ [^\]]*\] Format not on whitelist", stderr)
+    if refused:
+        return f"Files of type {refused.group(1)!r} (playlists, lists of other files) are not accepted."
+    reason = stderr.strip().splitlines()[-1] if stderr.strip() else "unreadable"
+    return f"The file is not a readable video or audio file ({reason})."
+
+
+def probe(
+    path: Path, limits: ProbeLimits | None = None, *, memory_limit_bytes: int | None = None
+) -> MediaInfo:
+    """Probe a local file; anything ffprobe cannot read is `invalid_media`, anything over
+    ``limits`` is `too_large`. A playlist-like file is refused without opening what it names."""
     if not path.exists() or path.stat().st_size == 0:
         raise InvalidMedia("The file is empty.")
     args = [
         "ffprobe", "-v", "error", "-protocol_whitelist", "file",
+        "-format_whitelist", _format_whitelist(),
         "-print_format", "json", "-show_format", "-show_streams",
         str(path),
     ]  # fmt: skip
     try:
         done = subprocess.run(
-            args, capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS, check=False
+            args,
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_SECONDS,
+            check=False,
+            preexec_fn=confine(memory_limit_bytes),
         )
     except subprocess.TimeoutExpired as exc:
         raise InvalidMedia("Probing the file took too long.") from exc
     if done.returncode != 0:
-        reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "unreadable"
-        raise InvalidMedia(f"The file is not a readable video or audio file ({reason}).")
-    return parse_probe(json.loads(done.stdout or "{}"))
+        raise InvalidMedia(_refusal(done.stderr))
+    return parse_probe(json.loads(done.stdout or "{}"), limits)
+
+
+def probe_limits(settings: Settings) -> ProbeLimits:
+    return ProbeLimits(settings.max_duration_seconds, settings.max_pixels, settings.max_streams)

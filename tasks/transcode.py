@@ -1,4 +1,5 @@
-"""transcode (queue `video`): one ffmpeg process writes every HLS rendition."""
+"""transcode (queue `video`): one ffmpeg process writes every HLS rendition, the poster and
+the storyboard."""
 
 from typing import Any
 
@@ -10,12 +11,13 @@ from tasks.base import StageContext, stage_task
 def transcode(ctx: StageContext) -> dict[str, Any]:
     source = ctx.workspace.resolve(ctx.outputs["fetch"]["path"])
     out_dir = ctx.workspace.stage_dir(ctx.job_id, "transcode")
-    renditions = transcode_to_hls(
+    output = transcode_to_hls(
         source,
         out_dir,
         ctx.settings,
         requested=ctx.options.get("renditions"),
+        segment_format=ctx.options.get("segment_format") or "ts",
         on_progress=ctx.progress,
         should_stop=ctx.should_stop,
     )
-    return {"hls_dir": ctx.workspace.relative(out_dir), "renditions": renditions}
+    return {"hls_dir": ctx.workspace.relative(out_dir)} | output

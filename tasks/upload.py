@@ -1,4 +1,4 @@
-"""upload: publish the renditions to the delivery bucket and record their URLs."""
+"""upload: publish the renditions, poster and storyboard to the delivery bucket; record URLs."""
 
 from typing import Any
 
@@ -10,8 +10,7 @@ from tasks.runtime import delivery
 
 @stage_task("upload")
 def upload(ctx: StageContext) -> dict[str, Any]:
-    hls_dir = ctx.workspace.resolve(ctx.outputs["transcode"]["hls_dir"])
+    transcoded = ctx.outputs["transcode"]
+    hls_dir = ctx.workspace.resolve(transcoded["hls_dir"])
     prefix = f"{get_settings().s3_prefix}/{ctx.job_id}"
-    return publish_hls(
-        delivery(), hls_dir, prefix, ctx.outputs["transcode"]["renditions"], on_progress=ctx.progress
-    )
+    return publish_hls(delivery(), hls_dir, prefix, transcoded, on_progress=ctx.progress)

@@ -3,18 +3,20 @@ from __future__ import annotations
 import pytest
 
 from services.errors import InvalidMedia
-from services.ladder import LADDER, Rendition, plan_ladder
+from services.ladder import AUDIO_ONLY, LADDER, Rendition, plan_ladder
 from services.probe import AudioStream, MediaInfo, VideoStream
 
 
-def media(width: int, height: int, fps: float = 30.0, *, video: bool = True) -> MediaInfo:
+def media(
+    width: int, height: int, fps: float = 30.0, *, video: bool = True, audio: bool = True, vfr: bool = False
+) -> MediaInfo:
     return MediaInfo(
         format_name="mov,mp4,m4a,3gp,3g2,mj2",
         duration=10.0,
         size_bytes=1_000_000,
         bit_rate=800_000,
-        video=VideoStream("h264", width, height, fps, "yuv420p", 0) if video else None,
-        audio=AudioStream("aac", 2, 48_000),
+        video=VideoStream("h264", width, height, fps, "yuv420p", 0, vfr) if video else None,
+        audio=AudioStream("aac", 2, 48_000) if audio else None,
         stream_count=2 if video else 1,
     )
 
@@ -76,9 +78,28 @@ def test_unknown_requested_name_is_a_programming_error() -> None:
         plan_ladder(media(1920, 1080), requested=[])
 
 
-def test_audio_only_is_invalid_for_now() -> None:
+def test_audio_only_gets_one_audio_rendition_whatever_was_requested() -> None:
+    assert plan_ladder(media(0, 0, video=False)) == [AUDIO_ONLY]
+    assert plan_ladder(media(0, 0, video=False), requested=["720p"]) == [AUDIO_ONLY]
+    (only,) = plan_ladder(media(0, 0, video=False))
+    assert only.audio_only and only.name == "audio"
+    assert (only.video_bitrate, only.bandwidth) == (0, only.audio_bitrate)
+
+
+def test_neither_video_nor_audio_is_invalid() -> None:
     with pytest.raises(InvalidMedia):
-        plan_ladder(media(0, 0, video=False))
+        plan_ladder(media(0, 0, video=False, audio=False))
+
+
+def test_video_renditions_are_not_audio_only() -> None:
+    assert not any(r.audio_only for r in plan_ladder(media(1280, 720)))
+
+
+@pytest.mark.parametrize(("mean", "expected"), [(27.4, 27.0), (29.6, 30.0), (12.2, 12.0), (59.6, 60.0)])
+def test_variable_rate_source_gets_its_mean_rate_to_the_nearest_frame(mean: float, expected: float) -> None:
+    planned = {r.name: r.fps for r in plan_ladder(media(1280, 720, fps=mean, vfr=True))}
+    assert planned["720p"] == expected
+    assert planned["240p"] <= 30
 
 
 def test_sixty_fps_is_kept_from_720p_up_and_halved_below() -> None:

@@ -1,0 +1,99 @@
+"""The poster image and the seek-preview storyboard: pure planning, filter chains and WebVTT.
+
+Both come out of the transcode's one ffmpeg process (extra branches of its ``split``), so
+they cost no second decode; this module only decides what those branches do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+POSTER_FILE = "poster.jpg"
+SPRITE_FILE = "storyboard.jpg"
+VTT_FILE = "storyboard.vtt"
+# One sprite sheet, so a player fetches one image for every preview; past this many tiles
+# the interval widens instead (400 tiles of 160 px: a 1600 px wide sheet of 40 rows).
+MAX_TILES = 400
+# A tenth of the way in passes fades from black and slates; capped so a long video's poster
+# still shows its opening.
+POSTER_FRACTION = 0.1
+POSTER_MAX_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class StoryboardPlan:
+    interval: float  # seconds between thumbnails
+    count: int
+    columns: int
+    rows: int
+    tile_width: int
+    tile_height: int
+
+    def region(self, index: int) -> tuple[int, int, int, int]:
+        """x, y, w, h of thumbnail ``index`` in the sprite sheet."""
+        row, column = divmod(index, self.columns)
+        return column * self.tile_width, row * self.tile_height, self.tile_width, self.tile_height
+
+
+def _even(value: float) -> int:
+    return max(2, 2 * round(value / 2))
+
+
+def plan_storyboard(
+    duration: float, width: int, height: int, *, interval: float, tile_width: int, columns: int
+) -> StoryboardPlan:
+    """Thumbnails every ``interval`` seconds from 0, ``tile_width`` wide with the picture's aspect."""
+    if duration <= 0 or width <= 0 or height <= 0 or interval <= 0 or tile_width <= 0 or columns <= 0:
+        raise ValueError("duration, picture size, interval, tile width and columns must be positive")
+    if math.ceil(duration / interval) > MAX_TILES:
+        interval = float(math.ceil(duration / MAX_TILES))
+    count = max(1, math.ceil(duration / interval))
+    used_columns = min(columns, count)
+    return StoryboardPlan(
+        interval=interval,
+        count=count,
+        columns=used_columns,
+        rows=math.ceil(count / used_columns),
+        tile_width=_even(tile_width),
+        tile_height=_even(tile_width * height / width),
+    )
+
+
+def poster_time(duration: float) -> float:
+    return min(duration * POSTER_FRACTION, POSTER_MAX_SECONDS)
+
+
+def poster_filter(at: float, width: int, height: int) -> str:
+    # trim drops everything before the poster's instant, select keeps the first frame after.
+    return f"trim=start={at:.3f},select=eq(n\\,0),scale={width}:{height},setsar=1"
+
+
+def storyboard_filter(plan: StoryboardPlan) -> str:
+    # The first frame at or after each multiple of the interval, never more than planned, so
+    # the sheet and the WebVTT agree; tile lays them out row by row and emits one sheet.
+    select = f"select=lt(selected_n\\,{plan.count})*gte(t\\,selected_n*{plan.interval:g})"
+    tile = f"tile={plan.columns}x{plan.rows}:nb_frames={plan.count}"
+    return f"{select},scale={plan.tile_width}:{plan.tile_height},setsar=1,{tile}"
+
+
+def _timestamp(seconds: float) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    return f"{hours:02d}:{minutes:02d}:{millis // 1000:02d}.{millis % 1000:03d}"
+
+
+def storyboard_vtt(plan: StoryboardPlan, duration: float, sprite: str = SPRITE_FILE) -> str:
+    """WebVTT mapping each interval to its region of the sprite (``#xywh=``), as players read it."""
+    cues = ["WEBVTT", ""]
+    for index in range(plan.count):
+        start = index * plan.interval
+        end = min((index + 1) * plan.interval, duration)
+        x, y, w, h = plan.region(index)
+        cues += [
+            f"{_timestamp(start)} --> {_timestamp(max(end, start + 0.001))}",
+            f"{sprite}#xywh={x},{y},{w},{h}",
+            "",
+        ]
+    return "\n".join(cues)

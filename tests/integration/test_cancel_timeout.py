@@ -1,0 +1,145 @@
+"""Stopping a running transcode for real: a cancel through the API, a stage time limit from
+settings, and a worker killed outright. Each time ffmpeg must be gone and nothing half-made
+may remain or be published."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from services.config import get_settings
+from services.storage import ensure_bucket, make_s3_client
+from services.workspace import Workspace
+from tests.fixtures import REPO, ApiClient, WorkerProcess, start_worker, stop_worker, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An hour of a flat picture: 2 s encoded once, then looped by copying (cheap to make, a
+    few MB, and a transcode that runs far longer than any of these tests wait)."""
+    work = tmp_path_factory.mktemp("long")
+    short, long = work / "short.mp4", work / "long.mp4"
+    base = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
+    subprocess.run([*base, "-f", "lavfi", "-i", "color=c=gray:s=320x240:r=25:d=2", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-g", "50", str(short)], check=True)  # fmt: skip
+    subprocess.run([*base, "-stream_loop", "1799", "-i", str(short), "-c", "copy", str(long)], check=True)
+    return long
+
+
+def ffmpeg_for(marker: str) -> list[psutil.Process]:
+    """Every live ffmpeg whose command line names ``marker``, whoever its parent is (orphans too)."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline", "status"]):
+        info = process.info
+        alive = (info["name"] or "").startswith("ffmpeg") and info["status"] != psutil.STATUS_ZOMBIE
+        if alive and any(marker in part for part in info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+def transcode_dir(job_id: str) -> Path:
+    return Workspace.from_url(get_settings().workspace_url).job_dir(uuid.UUID(job_id)) / "transcode"
+
+
+def published_keys(job_id: str) -> list[str]:
+    settings = get_settings()
+    client = make_s3_client(settings)
+    ensure_bucket(client, settings.s3_bucket)  # run alone, this module never publishes anything
+    listed = client.list_objects_v2(Bucket=settings.s3_bucket, Prefix=f"hls/{job_id}/")
+    return [item["Key"] for item in listed.get("Contents", [])]
+
+
+def stage(job: dict[str, object], name: str) -> dict[str, object]:
+    return next(s for s in job["stages"] if s["name"] == name)  # type: ignore[attr-defined, index]
+
+
+def test_cancel_stops_the_running_ffmpeg_within_two_seconds(
+    client: ApiClient, workers: WorkerProcess, long_clip: Path
+) -> None:
+    job_id = client.upload(long_clip).json()["id"]
+    (running,) = wait_until(lambda: ffmpeg_for(f"jobs/{job_id}/"), timeout=60, what="the transcode's ffmpeg")
+    worker_tree = {p.pid for p in psutil.Process(workers.proc.pid).children(recursive=True)}
+    assert running.pid in worker_tree
+    wait_until(lambda: (transcode_dir(job_id) / "240p").is_dir(), timeout=30, what="segments being written")
+
+    answer = client.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert answer.status_code == 202, answer.text
+    wait_until(lambda: not ffmpeg_for(f"jobs/{job_id}/"), timeout=2.0, interval=0.05, what="ffmpeg to end")
+
+    job = client.wait_for_job(job_id, timeout=30)
+    assert job["status"] == "canceled"
+    assert job["error"]["code"] == "canceled"
+    assert stage(job, "transcode")["status"] == "canceled"
+    for later in ("upload", "analyze"):
+        assert stage(job, later)["attempts"] == 0, job["stages"]
+        assert stage(job, later)["status"] in ("pending", "canceled", "skipped")
+    wait_until(lambda: not transcode_dir(job_id).exists(), timeout=10, what="partial output to be removed")
+    assert published_keys(job_id) == []
+
+
+@pytest.fixture
+def video_queue_on_a_limited_worker(workers: WorkerProcess) -> Iterator[WorkerProcess]:
+    """The shared worker stops taking transcodes while a worker with a 3 s transcode limit
+    serves the `video` queue alone."""
+    from tasks import app
+
+    shared = [f"{workers.name}@{os.uname().nodename}"]
+    app.control.cancel_consumer("video", destination=shared, reply=True)
+    limited = start_worker(
+        "limited", "video", concurrency=1, env={"STAGE_TIME_LIMITS": json.dumps({"transcode": [3, 6]})}
+    )
+    try:
+        yield limited
+    finally:
+        stop_worker(limited)
+        app.control.add_consumer("video", destination=shared, reply=True)
+
+
+def test_time_limit_fails_the_job_with_timeout_and_leaves_no_ffmpeg(
+    client: ApiClient, video_queue_on_a_limited_worker: WorkerProcess, long_clip: Path
+) -> None:
+    job_id = client.upload(long_clip).json()["id"]
+    job = client.wait_for_job(job_id, timeout=90)
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "timeout"
+    transcode = stage(job, "transcode")
+    assert transcode["status"] == "failed"
+    assert transcode["error"]["code"] == "timeout"  # type: ignore[index]
+    assert stage(job, "upload")["attempts"] == 0
+    wait_until(lambda: not ffmpeg_for(f"jobs/{job_id}/"), timeout=5, what="no ffmpeg left for the job")
+    wait_until(lambda: not transcode_dir(job_id).exists(), timeout=10, what="partial output to be removed")
+    assert published_keys(job_id) == []
+
+
+RUN_FOREVER = """
+import sys
+from services.ffmpeg import run_ffmpeg
+args = ["ffmpeg", "-nostdin", "-v", "error", "-progress", "pipe:1", "-re", "-f", "lavfi",
+        "-i", "testsrc2=size=160x120:rate=10:duration=600", "-f", "null", sys.argv[1]]
+run_ffmpeg(args, duration=600, timeout=600)
+"""
+
+
+def test_ffmpeg_dies_with_a_worker_killed_outright(tmp_path: Path) -> None:
+    # SIGKILL skips every cleanup of ours (what a hard time limit or the OOM killer does).
+    marker = str(tmp_path / "null-output")
+    parent = subprocess.Popen([sys.executable, "-c", RUN_FOREVER, marker], cwd=REPO)
+    try:
+        wait_until(lambda: ffmpeg_for(marker), timeout=30, what="ffmpeg under the doomed parent")
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        wait_until(lambda: not ffmpeg_for(marker), timeout=5, what="the orphaned ffmpeg to die")
+    finally:
+        parent.kill()
+        parent.wait()

@@ -1,0 +1,118 @@
+"""parse_probe on canned ffprobe JSON: limits, refused formats, rotation, frame rates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.errors import InvalidMedia, TooLarge
+from services.probe import ProbeLimits, accepted_demuxers, parse_probe
+
+LIMITS = ProbeLimits(max_duration_seconds=3600, max_pixels=1920 * 1080, max_streams=4)
+
+
+def video_stream(width: int = 1280, height: int = 720, **extra: Any) -> dict[str, Any]:
+    return {
+        "codec_type": "video",
+        "codec_name": "h264",
+        "width": width,
+        "height": height,
+        "avg_frame_rate": "30/1",
+        "r_frame_rate": "30/1",
+        "pix_fmt": "yuv420p",
+    } | extra
+
+
+def audio_stream() -> dict[str, Any]:
+    return {"codec_type": "audio", "codec_name": "aac", "channels": 2, "sample_rate": "48000"}
+
+
+def probed(
+    *streams: dict[str, Any], duration: str = "10.0", fmt: str = "mov,mp4,m4a,3gp,3g2,mj2"
+) -> dict[str, Any]:
+    return {"format": {"format_name": fmt, "duration": duration, "size": "1000"}, "streams": list(streams)}
+
+
+def test_a_plain_clip() -> None:
+    info = parse_probe(probed(video_stream(), audio_stream()), LIMITS)
+    assert info.video is not None and info.audio is not None
+    assert (info.video.width, info.video.height, info.video.fps) == (1280, 720, 30.0)
+    assert not info.video.variable_frame_rate
+    assert info.demuxer == "mov"
+
+
+def test_rotated_phone_video_is_described_as_displayed() -> None:
+    stream = video_stream(1920, 1080, side_data_list=[{"side_data_type": "Display Matrix", "rotation": -90}])
+    info = parse_probe(probed(stream))
+    assert info.video is not None
+    assert (info.video.width, info.video.height, info.video.rotation) == (1080, 1920, 90)
+
+
+def test_variable_frame_rate_is_noticed() -> None:
+    info = parse_probe(probed(video_stream(avg_frame_rate="2961/100", r_frame_rate="30/1")))
+    assert info.video is not None
+    assert info.video.variable_frame_rate
+    assert info.video.fps == pytest.approx(29.61)
+
+
+def test_audio_only_has_no_video() -> None:
+    info = parse_probe(probed(audio_stream(), fmt="mp3"))
+    assert info.video is None and info.has_audio
+
+
+def test_cover_art_is_not_video() -> None:
+    art = video_stream(600, 600, disposition={"attached_pic": 1})
+    info = parse_probe(probed(audio_stream(), art, fmt="mp3"))
+    assert info.video is None
+
+
+@pytest.mark.parametrize("fmt", ["hls", "concat", "dash", "imf", "sdp"])
+def test_playlists_and_lists_are_refused(fmt: str) -> None:
+    with pytest.raises(InvalidMedia, match="Playlists"):
+        parse_probe(probed(video_stream(), fmt=fmt))
+
+
+def test_huge_declared_picture_is_refused_before_the_duration_is_looked_at() -> None:
+    # A frame bomb declares a picture and carries almost nothing, so its duration is 0.
+    with pytest.raises(TooLarge, match="16000x16000"):
+        parse_probe(probed(video_stream(16000, 16000), duration="0"), LIMITS)
+
+
+def test_pixels_at_the_limit_pass() -> None:
+    assert parse_probe(probed(video_stream(1920, 1080)), LIMITS).video is not None
+
+
+def test_too_many_streams() -> None:
+    with pytest.raises(TooLarge, match="5 streams"):
+        parse_probe(probed(video_stream(), *[audio_stream()] * 4), LIMITS)
+
+
+def test_too_long() -> None:
+    with pytest.raises(TooLarge, match="3601 s"):
+        parse_probe(probed(video_stream(), duration="3601"), LIMITS)
+    assert parse_probe(probed(video_stream(), duration="3601")).duration == 3601  # no limits given
+
+
+def test_no_duration_or_size_or_streams_is_invalid() -> None:
+    with pytest.raises(InvalidMedia, match="no duration"):
+        parse_probe(probed(video_stream(), duration="0"), LIMITS)
+    with pytest.raises(InvalidMedia, match="picture size"):
+        parse_probe(probed(video_stream(0, 0)))
+    with pytest.raises(InvalidMedia, match="no video or audio"):
+        parse_probe(probed())
+
+
+def test_accepted_demuxers_drop_the_refused_ones() -> None:
+    listing = """File formats:
+ D. = Demuxing supported
+ .E = Muxing supported
+ --
+ D  aac             raw ADTS AAC (Advanced Audio Coding)
+ D  concat          Virtual concatenation script
+ DE hls             Apple HTTP Live Streaming
+ D  mov,mp4,m4a,3gp,3g2,mj2 QuickTime / MOV
+ D  video4linux2,v4l2 Video4Linux2 device grab
+  E mp4             MP4 (MPEG-4 Part 14)
+"""
+    assert accepted_demuxers(listing) == ["aac", "mov", "mp4", "m4a", "3gp", "3g2", "mj2"]

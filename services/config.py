@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     s3_public_base_url: str | None = Field(
         None, description="Public (CDN) base URL of the bucket; unset means presigned URLs."
     )
+    s3_cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"], description="Web origins allowed to play from the bucket (JSON list)."
+    )
     s3_presign_seconds: int = Field(7 * 86400, description="Lifetime of presigned playback URLs.")
     s3_multipart_threshold_bytes: int = Field(
         8 * 1024 * 1024, description="Multipart upload above this size."

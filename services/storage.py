@@ -67,18 +67,38 @@ def ensure_bucket(client: Any, bucket: str) -> None:
         raise StorageFailed(f"The S3 server cannot be reached: {exc}") from exc
 
 
+def allow_browser_playback(client: Any, bucket: str, origins: list[str]) -> bool:
+    """Let web players on `origins` fetch playlists and segments (hls.js reads them with XHR
+    from the bucket's origin, not the page's). False when the server refuses: playback from
+    other origins then needs the bucket configured by hand, which is not worth failing for."""
+    if not origins:
+        return False
+    rule = {
+        "AllowedOrigins": origins,
+        "AllowedMethods": ["GET", "HEAD"],
+        "AllowedHeaders": ["*"],
+        "MaxAgeSeconds": 3600,
+    }
+    try:
+        client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [rule]})
+    except (BotoCoreError, ClientError):
+        return False
+    return True
+
+
 def content_type(path: Path) -> str:
     return CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
 def publish_order(files: Iterable[Path]) -> list[Path]:
-    """Segments first, then media playlists, the master last: a player that finds the
-    master never finds a playlist whose segments are missing."""
+    """Segments and images first, then media playlists and WebVTT, the master last: a player
+    that finds the master never finds a playlist whose segments are missing."""
 
     def rank(path: Path) -> tuple[int, str]:
         if path.name == "master.m3u8":
             return (2, str(path))
-        return (1 if path.suffix == ".m3u8" else 0, str(path))
+        # A storyboard's WebVTT names its sprite the way a playlist names segments.
+        return (1 if path.suffix in (".m3u8", ".vtt") else 0, str(path))
 
     return sorted(files, key=rank)
 
@@ -97,6 +117,24 @@ def rewrite_playlist(text: str, url_for: Callable[[str], str]) -> str:
                 line = f'{head}URI="{url_for(uri)}"{tail}'
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def rewrite_vtt(text: str, url_for: Callable[[str], str]) -> str:
+    """Replace each relative image URI in a storyboard's cues (``sprite.jpg#xywh=…``) by the URL
+    url_for gives, keeping the fragment that names the region."""
+    lines = []
+    for line in text.splitlines():
+        uri, hash_, fragment = line.partition("#")
+        if hash_ and fragment.startswith("xywh=") and "://" not in uri:
+            line = f"{url_for(uri)}#{fragment}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+REWRITERS: dict[str, Callable[[str, Callable[[str], str]], str]] = {
+    ".m3u8": rewrite_playlist,
+    ".vtt": rewrite_vtt,
+}
 
 
 @dataclass(frozen=True)
@@ -127,7 +165,8 @@ def publish_tree(
 ) -> dict[str, str]:
     """Upload every file under local_dir to prefix/…, in publish order; returns key by relative path.
 
-    With signed delivery, playlists are rewritten to carry signed URLs of what they list.
+    With signed delivery, playlists and storyboards are rewritten to carry signed URLs of what
+    they reference.
     """
     config = TransferConfig(multipart_threshold=delivery.multipart_threshold, max_concurrency=4)
     files = publish_order(p for p in local_dir.rglob("*") if p.is_file())
@@ -135,18 +174,18 @@ def publish_tree(
     try:
         for done, path in enumerate(files, 1):
             relative = str(path.relative_to(local_dir))
-            is_playlist = path.suffix == ".m3u8"
+            rewrite = REWRITERS.get(path.suffix)
             extra = {
                 "ContentType": content_type(path),
-                "CacheControl": PLAYLIST_CACHE if is_playlist else SEGMENT_CACHE,
+                "CacheControl": PLAYLIST_CACHE if rewrite else SEGMENT_CACHE,
             }
-            if is_playlist and delivery.signed:
+            if rewrite and delivery.signed:
                 parent = Path(relative).parent
 
                 def signed_url(uri: str, parent: Path = parent) -> str:
                     return delivery.url(f"{prefix}/{(parent / uri).as_posix()}")
 
-                body = rewrite_playlist(path.read_text(), signed_url).encode()
+                body = rewrite(path.read_text(), signed_url).encode()
                 delivery.client.put_object(Bucket=delivery.bucket, Key=keys[relative], Body=body, **extra)
             else:
                 delivery.client.upload_file(
@@ -163,23 +202,43 @@ def publish_hls(
     delivery: Delivery,
     hls_dir: Path,
     prefix: str,
-    renditions: list[dict[str, Any]],
+    transcoded: dict[str, Any],
     on_progress: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
-    """Publish a transcode's output; the playback URL and one URL per rendition playlist."""
+    """Publish a transcode's output (``transcoded`` is what the transcode stage recorded): the
+    playback URL, one URL per rendition playlist, the poster's and the storyboard's URLs."""
     keys = publish_tree(delivery, hls_dir, prefix, on_progress)
+    storyboard = transcoded.get("storyboard")
+    poster = transcoded.get("poster")
     return {
         "bucket": delivery.bucket,
         "prefix": prefix,
         "playback_url": delivery.url(keys["master.m3u8"]),
+        "segment_format": transcoded.get("segment_format", "ts"),
         "renditions": [
             {
                 "name": rendition["name"],
-                "width": rendition["width"],
-                "height": rendition["height"],
+                # An audio-only rendition has no picture: null, not a 0x0 one.
+                "width": rendition["width"] or None,
+                "height": rendition["height"] or None,
+                "fps": rendition.get("fps") or None,
                 "bandwidth": rendition["bandwidth"],
+                "average_bandwidth": rendition.get("average_bandwidth"),
                 "url": delivery.url(keys[f"{rendition['name']}/index.m3u8"]),
             }
-            for rendition in renditions
+            for rendition in transcoded["renditions"]
         ],
+        "poster_url": delivery.url(keys[poster]) if poster else None,
+        "storyboard": None
+        if not storyboard
+        else {
+            "vtt_url": delivery.url(keys[storyboard["vtt"]]),
+            "sprite_url": delivery.url(keys[storyboard["sprite"]]),
+            "interval": storyboard["interval"],
+            "count": storyboard["count"],
+            "columns": storyboard["columns"],
+            "rows": storyboard["rows"],
+            "tile_width": storyboard["tile_width"],
+            "tile_height": storyboard["tile_height"],
+        },
     }

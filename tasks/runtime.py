@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from typing import Any
 
@@ -11,8 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import make_engine, make_session_factory
 from services.config import get_settings
-from services.storage import Delivery, ensure_bucket, make_delivery
+from services.storage import Delivery, allow_browser_playback, ensure_bucket, make_delivery
 from services.workspace import Workspace
+
+log = logging.getLogger("conveyor.runtime")
 
 
 @lru_cache(maxsize=1)
@@ -32,8 +35,13 @@ def workspace() -> Workspace:
 
 @lru_cache(maxsize=1)
 def delivery() -> Delivery:
-    ready = make_delivery(get_settings())
+    settings = get_settings()
+    ready = make_delivery(settings)
     ensure_bucket(ready.client, ready.bucket)
+    if not allow_browser_playback(ready.client, ready.bucket, settings.s3_cors_origins):
+        log.warning(
+            "bucket CORS not set; browsers on other origins cannot play", extra={"bucket": ready.bucket}
+        )
     return ready
 
 

@@ -1,29 +1,114 @@
-"""Choosing the analysis backend for a job: the seam between the stage and the analyzers."""
+"""Choosing the analysis backend for a job: the seam between the analyze stage and the analyzers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from services.analysis import analyze_local
+from services.captions import first_segment_start, language_tag, make_cues, publish_captions
 from services.config import Settings
 from services.errors import AnalysisFailed
+from services.gemini import analyze_video, pick_rendition, rendition_to_mp4
+from services.google_ai import gemini_client
 from services.probe import probe
+from services.storage import Delivery
 
 BACKENDS = ("local", "gemini")
+
+
+@dataclass(frozen=True)
+class AnalysisInputs:
+    """What earlier stages left for the analysis."""
+
+    source: Path  # the original, in the workspace
+    hls_dir: Path  # the transcode's output (master.m3u8, <rendition>/index.m3u8)
+    renditions: list[dict[str, Any]]
+    prefix: str  # where the upload stage published the stream
+    work_dir: Path  # the analyze stage's own folder, empty at the start of each run
 
 
 def default_backend(settings: Settings) -> str:
     return "gemini" if settings.google_api_key else "local"
 
 
-def analyze_source(source: Path, options: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def analyze_job(
+    inputs: AnalysisInputs,
+    options: dict[str, Any],
+    settings: Settings,
+    delivery: Delivery,
+    *,
+    on_progress: Callable[[float], None],
+    should_stop: Callable[[], bool],
+) -> dict[str, Any]:
+    """The analyze stage's output: {"analysis": …, "captions": [...]}."""
     backend = options.get("backend") or default_backend(settings)
     if backend == "local":
-        return analyze_local(source, probe(source), timeout=settings.time_limits("analyze")[0])
+        analysis = analyze_local(
+            inputs.source, probe(inputs.source), timeout=settings.time_limits("analyze")[0]
+        )
+        return {"analysis": analysis, "captions": []}
     if backend == "gemini":
-        # The Gemini analyzer (google-genai Files API + generate_content) is tracked in its own issue.
-        raise AnalysisFailed(
-            "The gemini analysis backend is not available in this build.", code="backend_unavailable"
+        if not settings.google_api_key:
+            raise AnalysisFailed("The gemini backend needs GOOGLE_API_KEY.", code="backend_unavailable")
+        return _analyze_with_gemini(
+            inputs,
+            options.get("prompt"),
+            settings,
+            delivery,
+            on_progress=on_progress,
+            should_stop=should_stop,
         )
     raise AnalysisFailed(f"Unknown analysis backend {backend!r}.", code="invalid_options")
+
+
+def _analyze_with_gemini(
+    inputs: AnalysisInputs,
+    prompt: str | None,
+    settings: Settings,
+    delivery: Delivery,
+    *,
+    on_progress: Callable[[float], None],
+    should_stop: Callable[[], bool],
+) -> dict[str, Any]:
+    rendition = pick_rendition(inputs.renditions)
+    media_playlist = inputs.hls_dir / rendition["name"] / "index.m3u8"
+    duration = probe(inputs.source).duration
+    video = rendition_to_mp4(
+        media_playlist,
+        inputs.work_dir / f"{rendition['name']}.mp4",
+        duration=duration,
+        settings=settings,
+        on_progress=lambda percent: on_progress(0.2 * percent),
+        should_stop=should_stop,
+    )
+    try:
+        answer = analyze_video(
+            gemini_client(settings),
+            video,
+            prompt=prompt,
+            settings=settings,
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
+    finally:
+        video.unlink(missing_ok=True)
+    on_progress(90)
+    cues = make_cues([segment.model_dump() for segment in answer.transcript], duration)
+    captions: list[dict[str, str]] = []
+    if cues:
+        captions = publish_captions(
+            delivery,
+            hls_dir=inputs.hls_dir,
+            out_dir=inputs.work_dir / "published",
+            prefix=inputs.prefix,
+            cues=cues,
+            language=language_tag(answer.language),
+            name=answer.language_name.strip() or "Captions",
+            duration=duration,
+            mpegts_start=first_segment_start(media_playlist),
+        )
+    analysis = {"backend": "gemini", "model": settings.gemini_model, "rendition": rendition["name"]}
+    return {"analysis": analysis | answer.model_dump(), "captions": captions}

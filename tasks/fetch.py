@@ -8,7 +8,15 @@ from tasks.base import StageContext, stage_task
 
 @stage_task("fetch")
 def fetch(ctx: StageContext) -> dict[str, Any]:
-    path = ingest_source(ctx.source, ctx.job_id, ctx.workspace, ctx.settings)
+    path = ingest_source(
+        ctx.source,
+        ctx.job_id,
+        ctx.workspace,
+        ctx.settings,
+        # Getting the source is most of the stage; the probe after it is quick.
+        on_progress=lambda percent: ctx.progress(0.9 * percent),
+        should_stop=ctx.should_stop,
+    )
     ctx.progress(90)
-    _, output = describe_source(path, ctx.workspace)
+    _, output = describe_source(path, ctx.workspace, ctx.settings)
     return output

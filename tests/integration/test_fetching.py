@@ -193,6 +193,19 @@ def test_redirect_into_a_refused_address_is_blocked(tmp_path: Path) -> None:
     assert leftovers(dest) == []
 
 
+@pytest.mark.parametrize(
+    "target",
+    ["file:///etc/passwd", "gopher://127.0.0.2:70/_", "http://localhost:{port}/file", "http://[::1]:{port}/"],
+)
+def test_redirect_to_another_scheme_or_a_loopback_name_is_blocked(target: str, tmp_path: Path) -> None:
+    with serving("127.0.0.2") as public:
+        public.redirect_target = target.format(port=public.server_address[1])
+        with pytest.raises(BlockedUrl):
+            fetch(f"{public.base_url}/away", tmp_path / "x.mp4", allow_cidrs=["127.0.0.2/32"])
+        assert [path for path, _ in public.requests] == ["/away"]
+    assert leftovers(tmp_path / "x.mp4") == []
+
+
 def test_redirect_loop_stops_with_too_many_redirects(source: RecordingServer, tmp_path: Path) -> None:
     dest = tmp_path / "loop.mp4"
     with pytest.raises(ConveyorError) as caught:

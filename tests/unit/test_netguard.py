@@ -16,6 +16,8 @@ REFUSED_ADDRESSES = [
     "http://172.16.0.1/",
     "http://192.168.1.1/",
     "http://169.254.169.254/latest/meta-data/",
+    "http://169.254.1.1/",  # the rest of link-local, not only the metadata address
+    "http://[fd12:3456::1]/",  # unique local, the fd00::/8 half of fc00::/7
     "http://0.0.0.0/",
     "http://224.0.0.1/",
     "http://[::1]/",

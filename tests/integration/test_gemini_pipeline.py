@@ -1,0 +1,142 @@
+"""Whole jobs with Google in the loop: a worker process whose settings point at the local
+Gemini/Vertex stand-in runs every stage; the API, PostgreSQL, Redis and S3 are the real ones."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import m3u8
+import pytest
+import requests
+
+from services.config import get_settings
+from services.storage import ensure_bucket, make_s3_client
+from tests.fixtures import ApiClient, WorkerPool, WorkerProcess, start_worker, stop_worker
+from tests.gemini_server import TRANSCRIPT, FakeGoogle, serving, worker_env
+from tests.media import make_clip
+
+pytestmark = pytest.mark.integration
+
+SOURCE_BUCKET = "conveyor-sources"
+
+
+@pytest.fixture(scope="module")
+def google(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGoogle]:
+    clip = make_clip(tmp_path_factory.mktemp("veo") / "veo.mp4", width=640, height=360, seconds=2)
+    with serving(clip.read_bytes()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def google_worker(worker_pool: WorkerPool, google: FakeGoogle) -> Iterator[WorkerProcess]:
+    # The suite's default worker has no Google settings and would compete for the same queues;
+    # tests that come later get it back from the pool.
+    worker_pool.stop_default()
+    env = worker_env(google) | {"S3_SOURCE_BUCKETS": json.dumps([SOURCE_BUCKET])}
+    worker = start_worker("google", env=env)
+    yield worker
+    stop_worker(worker)
+
+
+@pytest.fixture
+def fake(google: FakeGoogle) -> FakeGoogle:
+    google.reset()
+    return google
+
+
+def streams(url: str) -> list[dict[str, Any]]:
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", url],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    found: list[dict[str, Any]] = json.loads(probe.stdout)["streams"]
+    return found
+
+
+def test_upload_job_is_analyzed_by_gemini_and_captioned(
+    client: ApiClient, google_worker: WorkerProcess, fake: FakeGoogle, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "talk.mp4", width=1280, height=720, seconds=3)
+    answer = client.upload(clip)  # no backend named: with GOOGLE_API_KEY set the default is gemini
+    assert answer.status_code == 202, answer.text
+    job = client.wait_for_job(answer.json()["id"])
+    assert job["status"] == "succeeded", (job, google_worker.log()[-3000:])
+    result = job["result"]
+
+    analysis = result["analysis"]
+    assert (analysis["backend"], analysis["rendition"]) == ("gemini", "360p")
+    assert analysis["transcript"] == TRANSCRIPT
+    [name] = fake.received
+    assert fake.deleted == [name]
+
+    [caption] = result["captions"]
+    assert (caption["language"], caption["name"]) == ("en", "English")
+    vtt = requests.get(caption["url"], timeout=10)
+    assert vtt.status_code == 200 and vtt.headers["Content-Type"] == "text/vtt"
+    assert vtt.text.startswith("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:")
+    assert "00:00:00.200 --> 00:00:01.400\nWelcome to the test pattern." in vtt.text
+
+    master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text)
+    [media] = master.media
+    assert (media.type, media.group_id, media.language) == ("SUBTITLES", "subs", "en")
+    assert [p.stream_info.subtitles for p in master.playlists] == ["subs"] * 4
+    # Presigned delivery: every URI in the republished master carries its own signature.
+    subtitles = m3u8.loads(requests.get(media.uri, timeout=10).text)
+    assert requests.get(subtitles.segments[0].uri, timeout=10).text == vtt.text
+    for playlist in master.playlists:
+        assert "X-Amz-Signature=" in playlist.uri
+        assert requests.get(playlist.uri, timeout=10).status_code == 200
+
+
+def test_s3_source_job(client: ApiClient, google_worker: WorkerProcess, tmp_path: Path) -> None:
+    s3 = make_s3_client(get_settings())
+    ensure_bucket(s3, SOURCE_BUCKET)
+    clip = make_clip(tmp_path / "stored.mp4", width=640, height=360, seconds=2)
+    s3.upload_file(str(clip), SOURCE_BUCKET, "incoming/stored.mp4")
+
+    answer = client.post(
+        "/api/v1/jobs",
+        json={
+            "source": {"s3": {"bucket": SOURCE_BUCKET, "key": "incoming/stored.mp4"}},
+            "options": {"analysis": {"backend": "local"}},
+        },
+    )
+    assert answer.status_code == 202, answer.text
+    job = client.wait_for_job(answer.json()["id"])
+    assert job["status"] == "succeeded", (job, google_worker.log()[-3000:])
+    assert [r["name"] for r in job["result"]["renditions"]] == ["240p", "360p"]
+    assert job["result"]["captions"] == []
+    assert job["result"]["analysis"]["backend"] == "local"
+
+
+def test_generate_source_job(client: ApiClient, google_worker: WorkerProcess, fake: FakeGoogle) -> None:
+    answer = client.post(
+        "/api/v1/jobs",
+        json={
+            "source": {"generate": {"prompt": "A paper boat on a rainy street", "duration_seconds": 4}},
+            "options": {"analysis": {"backend": "local"}},
+        },
+    )
+    assert answer.status_code == 202, answer.text
+    job = client.wait_for_job(answer.json()["id"])
+    assert job["status"] == "succeeded", (job, google_worker.log()[-3000:])
+    assert len(fake.calls("POST", ":predictLongRunning$")) == 1
+    top = job["result"]["renditions"][-1]
+    assert top["name"] == "360p"
+    video = next(s for s in streams(top["url"]) if s["codec_type"] == "video")
+    assert (video["width"], video["height"]) == (640, 360)
+
+
+def test_refused_generation_fails_the_job_with_a_stable_code(
+    client: ApiClient, google_worker: WorkerProcess, fake: FakeGoogle
+) -> None:
+    fake.switches.safety = True
+    answer = client.post("/api/v1/jobs", json={"source": {"generate": {"prompt": "something refused"}}})
+    job = client.wait_for_job(answer.json()["id"])
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "content_blocked"
+    assert job["stages"][0]["attempts"] == 1  # permanent: not retried

@@ -33,6 +33,7 @@ imports = (
     "tasks.notify",
     "tasks.maintenance",
     "tasks.shutdown",
+    "tasks.pauses",
 )
 # One direct exchange per queue, so a message routed to `video` lands in `video` alone.
 task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]

@@ -9,11 +9,14 @@ import uuid
 from flask import Blueprint, Flask, g, request
 from flask.wrappers import Response
 
-from api import health, jobs, uploads
+from api import health, jobs, openapi, queue, uploads
 from api.auth import authenticate
 from api.cli import register_cli
 from api.db import init_db
 from api.errors import register_error_handlers
+from api.limits import init_limits
+from api.metrics import bp as metrics_bp
+from api.metrics import init_metrics
 from services.config import Settings, get_settings
 from services.logs import configure_logging, log_context
 from services.workspace import Workspace
@@ -33,13 +36,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_db(app, settings.database_url)
     register_error_handlers(app)
     register_cli(app)
+    init_limits(app, settings)
+    init_metrics(app, settings)
 
     v1 = Blueprint("v1", __name__, url_prefix="/api/v1")
     v1.before_request(authenticate)
     v1.register_blueprint(jobs.bp)
     v1.register_blueprint(uploads.bp)
+    v1.register_blueprint(queue.bp)
+    v1.register_blueprint(openapi.bp)
     app.register_blueprint(v1)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics_bp)
     app.teardown_request(uploads.discard_incoming)
     _log_requests(app)
     return app

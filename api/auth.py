@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import uuid
 
-from flask import g, request
+from flask import current_app, g, request
 
 from api.db import db
 from api.errors import ApiError
+from api.openapi import operation_of
 from models import ApiKey, Job
 from services.apikeys import find_key
 from services.jobs import get_job
 
 
 def authenticate() -> None:
+    """Who may call is declared beside each view (@operation access): public, any key, admin."""
+    op = operation_of(current_app.view_functions.get(request.endpoint or ""))
+    if op is not None and op.access == "public":
+        return
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -22,6 +27,8 @@ def authenticate() -> None:
     if caller is None:
         raise ApiError("unauthorized", "This API key is unknown or revoked.")
     g.caller = caller
+    if op is not None and op.access == "admin" and not caller.is_admin:
+        raise ApiError("forbidden", "This route needs an admin key.")
 
 
 def caller() -> ApiKey:

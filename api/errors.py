@@ -26,6 +26,7 @@ STATUS_BY_CODE = {
     "invalid_media": 422,
     "blocked_url": 422,
     "rate_limited": 429,
+    "unavailable": 503,
 }
 CODE_BY_HTTP_STATUS = {
     400: "invalid_request",
@@ -34,6 +35,7 @@ CODE_BY_HTTP_STATUS = {
     405: "method_not_allowed",
     413: "too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
 }
 
 

@@ -6,6 +6,8 @@ from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from api.db import sessions
+from api.openapi import operation
+from api.responses import Readiness, Status
 from services.config import Settings
 from services.health import check_database, check_redis, check_s3
 
@@ -13,11 +15,18 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/livez")
+@operation("The process is up.", access="public", tag="health", responses={200: Status})
 def livez() -> ResponseReturnValue:
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
+@operation(
+    "PostgreSQL, Redis and S3 each checked, with latency.",
+    access="public",
+    tag="health",
+    responses={200: Readiness, 503: Readiness},
+)
 def readyz() -> ResponseReturnValue:
     settings: Settings = current_app.extensions["conveyor.settings"]
     checks = {

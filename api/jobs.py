@@ -1,22 +1,43 @@
-"""Jobs: submit from a URL, read, read the result, cancel."""
+"""Jobs: submit from a URL, list, read, read the result, follow live, cancel, retry."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
 
 from api.auth import caller, visible_job
-from api.db import db
+from api.db import db, sessions
 from api.errors import ApiError
-from api.schemas import parse_job_request
+from api.limits import submit_limit
+from api.openapi import operation
+from api.responses import JobEventOut, JobListQuery, JobOut, JobPage, JobResult, send
+from api.schemas import JobRequest, parse_job_request, parse_model
+from models import Job
+from services.events import parse_last_event_id, stream_job_events
 from services.jobs import create_job, job_to_dict
+from services.operations import Cursor, list_jobs, retry_job, retry_needs_workspace
+from services.queue_stats import waiting_position
 from services.stages import request_cancel
+from services.workspace import Workspace
 from tasks.pipeline import dispatch
 
 bp = Blueprint("jobs", __name__)
+
+
+def job_body(job: Job) -> dict[str, Any]:
+    """The job as services present it, plus its place in line while a stage of it waits."""
+    body = job_to_dict(job)
+    waiting = waiting_position(db(), job) if job.status in ("queued", "running") else None
+    body["position"] = waiting.position if waiting else None
+    body["estimated_wait_seconds"] = waiting.estimated_wait_seconds if waiting else None
+    return body
+
+
+def redispatch(job_id: uuid.UUID, first_stage: str, options: dict[str, Any]) -> None:
+    dispatch(job_id, first_stage, options.get("priority", "normal"))
 
 
 def submit_job(
@@ -26,34 +47,100 @@ def submit_job(
     session = db()
     job = create_job(session, owner_id=caller().id, source=source, options=options, job_id=job_id)
     session.commit()
-    dispatch(job.id, "fetch", options.get("priority", "normal"))
+    redispatch(job.id, "fetch", options)
     session.refresh(job)
-    response = jsonify(job_to_dict(job))
-    response.status_code = 202
+    response = send(JobOut, job_body(job), 202)
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
     return response
 
 
 @bp.post("/jobs")
+@operation(
+    "Submit a job from a URL, an S3 object or a generation prompt.",
+    tag="jobs",
+    body=JobRequest,
+    responses={202: JobOut},
+    errors=(429,),
+)
+@submit_limit
 def create() -> ResponseReturnValue:
     source, options = parse_job_request(request.get_json(silent=True))
     return submit_job(source, options)
 
 
+@bp.get("/jobs")
+@operation(
+    "The caller's jobs (every job for an admin key), newest first, a page at a time.",
+    tag="jobs",
+    query=JobListQuery,
+    responses={200: JobPage},
+)
+def index() -> ResponseReturnValue:
+    query = parse_model(JobListQuery, request.args.to_dict())
+    try:
+        after = Cursor.decode(query.cursor) if query.cursor else None
+    except ValueError as error:
+        raise ApiError("invalid_request", f"cursor: {error}") from error
+    jobs, following = list_jobs(
+        db(),
+        owner_id=None if caller().is_admin else caller().id,
+        status=query.status,
+        created_after=query.created_after,
+        limit=query.limit,
+        after=after,
+    )
+    body = {"jobs": [job_to_dict(job) for job in jobs], "next_cursor": following and following.encode()}
+    return send(JobPage, body)
+
+
 @bp.get("/jobs/<job_id>")
+@operation("A job, with its place in line while it waits.", tag="jobs", responses={200: JobOut})
 def show(job_id: str) -> ResponseReturnValue:
-    return jsonify(job_to_dict(visible_job(job_id)))
+    return send(JobOut, job_body(visible_job(job_id)))
 
 
 @bp.get("/jobs/<job_id>/result")
+@operation(
+    "Playback URL, renditions and analysis of a succeeded job (404 before).",
+    tag="jobs",
+    responses={200: JobResult},
+)
 def result(job_id: str) -> ResponseReturnValue:
     job = visible_job(job_id)
     if job.result is None:
         raise ApiError("not_found", f"Job {job_id} has no result yet (status {job.status}).")
-    return jsonify(job.result)
+    return send(JobResult, job.result)
+
+
+@bp.get("/jobs/<job_id>/events")
+@operation(
+    "Server-Sent Events of the job's status and progress until it ends.",
+    tag="jobs",
+    responses={200: "text/event-stream"},
+    extra_models=(JobEventOut,),
+    description=(
+        "Each message has `id` (resume from it with the Last-Event-ID header), `event` (the type:"
+        " job.queued, stage.started, stage.progress, stage.succeeded, stage.retrying, job.succeeded,"
+        " job.failed, job.canceled, …) and `data`, one JobEventOut as JSON. The stream ends after"
+        " the job's last event, or after ten minutes (reconnect with Last-Event-ID)."
+    ),
+)
+def events(job_id: str) -> ResponseReturnValue:
+    job = visible_job(job_id)
+    after = parse_last_event_id(request.headers.get("Last-Event-ID"))
+    stream = stream_job_events(sessions(), job.id, after)
+    # No buffering anywhere on the way: each event must reach the client when it happens.
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Response(stream, mimetype="text/event-stream", headers=headers)
 
 
 @bp.post("/jobs/<job_id>/cancel")
+@operation(
+    "Stop the job: a running ffmpeg is terminated, later stages never run.",
+    tag="jobs",
+    responses={202: JobOut},
+    errors=(409,),
+)
 def cancel(job_id: str) -> ResponseReturnValue:
     job = visible_job(job_id)
     session = db()
@@ -61,8 +148,31 @@ def cancel(job_id: str) -> ResponseReturnValue:
         raise ApiError("conflict", f"Job {job_id} has already ended ({job.status}).")
     session.commit()
     if job.status == "canceled":
-        dispatch(job.id, "notify", job.options.get("priority", "normal"))
+        redispatch(job.id, "notify", job.options)
     session.refresh(job)
-    response = jsonify(job_to_dict(job))
-    response.status_code = 202
-    return response
+    return send(JobOut, job_body(job), 202)
+
+
+@bp.post("/jobs/<job_id>/retry")
+@operation(
+    "Re-run your failed job from its failed stage, keeping what earlier stages produced.",
+    tag="jobs",
+    responses={202: JobOut},
+    errors=(409,),
+)
+def retry(job_id: str) -> ResponseReturnValue:
+    return retry_response(job_id)
+
+
+def retry_response(job_id: str) -> ResponseReturnValue:
+    """Shared by the owner's route and the admin's POST /queue/retry/<id> (visible_job decides)."""
+    job = visible_job(job_id)
+    workspace: Workspace = current_app.extensions["conveyor.workspace"]
+    if job.status == "failed" and retry_needs_workspace(job) and not workspace.job_dir(job.id).is_dir():
+        raise ApiError("conflict", "The job's workspace files were cleaned away; submit it again.")
+    session = db()
+    first = retry_job(session, job.id)
+    session.commit()
+    redispatch(job.id, first, job.options)
+    session.refresh(job)
+    return send(JobOut, job_body(job), 202)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -77,7 +77,17 @@ class GenerateSource(Strict):
 
 
 Source = UrlSource | S3Source | GenerateSource
-SOURCE_KINDS = {"url": UrlSource, "s3": S3Source, "generate": GenerateSource}
+SOURCE_KINDS: dict[str, type[Strict]] = {"url": UrlSource, "s3": S3Source, "generate": GenerateSource}
+
+
+class JobRequest(Strict):
+    """POST /jobs; parse_job_request applies it, with an error code per part (source, options)."""
+
+    source: Source
+    options: JobOptions | None = None
+
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def _describe(error: ValidationError) -> str:
@@ -115,3 +125,11 @@ def parse_job_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     except ValidationError as error:
         raise ApiError("invalid_source", "source." + _describe(error)) from error
     return source.model_dump(exclude_none=True), options
+
+
+def parse_model(model: type[Model], raw: Any) -> Model:
+    """A query string or JSON body checked against its model; 400 invalid_request naming the field."""
+    try:
+        return model.model_validate({} if raw is None else raw)
+    except ValidationError as error:
+        raise ApiError("invalid_request", _describe(error)) from error

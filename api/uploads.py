@@ -13,6 +13,9 @@ from werkzeug.utils import secure_filename
 
 from api.errors import ApiError
 from api.jobs import submit_job
+from api.limits import submit_limit
+from api.openapi import operation
+from api.responses import JobOut, UploadForm
 from api.schemas import parse_options
 from services.workspace import Workspace
 
@@ -42,6 +45,15 @@ def discard_incoming(_: BaseException | None = None) -> None:
 
 
 @bp.post("/uploads")
+@operation(
+    "Upload a video (multipart field `file`, optional field `options`) and start its job.",
+    tag="jobs",
+    body=UploadForm,
+    multipart=True,
+    responses={202: JobOut},
+    errors=(413, 415, 422, 429),
+)
+@submit_limit
 def upload() -> ResponseReturnValue:
     if not (request.content_type or "").startswith("multipart/form-data"):
         raise ApiError("unsupported_media_type", "Send the video as multipart/form-data in the field 'file'.")

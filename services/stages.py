@@ -102,7 +102,12 @@ def claim_stage(
 
 def renew_lease(session: Session, claim: Claim, *, lease_seconds: float, progress: float) -> bool:
     """Extend the lease and record progress. False when the stage is no longer ours or the
-    job was canceled: the caller must stop its work."""
+    job was canceled: the caller must stop its work.
+
+    Progress also becomes a `stage.progress` event (what live clients follow) each time it
+    crosses a whole point; the heartbeat calls this at most once a second, which bounds the
+    event rate, and whole points bound the event count to about a hundred per attempt."""
+    previous = session.scalar(select(JobStage.progress).where(_owned(claim)))
     renewed = session.execute(
         update(JobStage)
         .where(_owned(claim))
@@ -111,6 +116,8 @@ def renew_lease(session: Session, claim: Claim, *, lease_seconds: float, progres
     ).scalar_one_or_none()
     if renewed is None:
         return False
+    if previous is not None and int(progress) > int(previous):
+        record_event(session, claim.job_id, "stage.progress", claim.stage, progress=round(progress, 1))
     canceled = session.scalar(select(Job.cancel_requested).where(Job.id == claim.job_id))
     return not canceled
 

@@ -41,4 +41,4 @@ os.environ.update(
 )
 os.environ.pop("GOOGLE_API_KEY", None)
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.ops_fixtures"]

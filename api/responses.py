@@ -1,0 +1,203 @@
+"""Response bodies and query strings as pydantic models: the OpenAPI document is generated from
+them, and the views send what these models validate, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from flask import Response, jsonify
+from pydantic import BaseModel, ConfigDict, Field
+
+# Spelled out (not built from models' tuples) so mypy and the schema see the values;
+# tests/unit/test_api_schemas.py checks they match models.JOB_STATUSES and STAGE_STATUSES.
+JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
+EndedStatus = Literal["succeeded", "failed", "canceled"]
+StageStatus = Literal["pending", "queued", "running", "succeeded", "failed", "canceled", "skipped"]
+QueueName = Literal["fetch", "video", "upload", "analyze", "notify"]
+
+
+class Query(BaseModel):
+    """A query string: unknown parameters are refused like unknown body fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Open(BaseModel):
+    """A shape built by services (job_to_dict, build_result): fields added there pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str | None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class StageOut(Open):
+    name: str
+    status: StageStatus
+    attempts: int
+    progress: float
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: ErrorDetail | None
+
+
+class JobOut(Open):
+    id: uuid.UUID
+    status: JobStatus
+    stage: str | None = Field(description="The stage the job is at (the failed one for a failed job).")
+    progress: float = Field(ge=0, le=100)
+    stages: list[StageOut]
+    source: dict[str, Any]
+    options: dict[str, Any]
+    result: dict[str, Any] | None
+    error: ErrorDetail | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    position: int | None = Field(
+        None, description="While a stage of the job waits in its queue: its place in line (1 is next)."
+    )
+    estimated_wait_seconds: float | None = Field(
+        None, description="While waiting: a rough wait from the queue ahead and recent stage durations."
+    )
+
+
+class JobPage(BaseModel):
+    jobs: list[JobOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
+
+
+class JobListQuery(Query):
+    status: JobStatus | None = None
+    created_after: datetime | None = None
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = Field(None, max_length=500)
+
+
+class JobResult(Open):
+    playback_url: str | None
+    renditions: list[dict[str, Any]]
+    poster_url: str | None = None
+    storyboard: Any = None
+    captions: list[Any] = []
+    analysis: dict[str, Any] | None
+
+
+class JobEventOut(BaseModel):
+    """One `data:` line of the event stream (the SSE `id:` is `id`, the SSE `event:` is `type`)."""
+
+    id: int
+    job_id: uuid.UUID
+    type: str
+    stage: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class UploadForm(BaseModel):
+    file: bytes = Field(description="The video.")
+    options: str | None = Field(None, description="The job's options as a JSON object (see JobOptions).")
+
+
+class Check(BaseModel):
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+
+
+class Status(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, Check]
+
+
+class QueueHealth(BaseModel):
+    healthy: bool
+    checks: dict[str, Check] = Field(description="postgres and redis.")
+    workers: dict[str, list[str]] = Field(description="Workers consuming each queue now.")
+    paused: list[str]
+
+
+class Counts(BaseModel):
+    hour: int
+    day: int
+
+
+class QueueStat(BaseModel):
+    stage: str
+    waiting: int | None = Field(description="Messages in the broker queue (null if Redis did not answer).")
+    active: int
+    completed: Counts
+    failed: Counts
+    mean_seconds: float | None
+    p95_seconds: float | None
+    workers: list[str]
+    paused: bool
+
+
+class QueueStats(BaseModel):
+    queues: dict[str, QueueStat]
+    jobs: dict[str, int]
+
+
+class FailedJob(BaseModel):
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    stage: str | None
+    error: ErrorDetail
+    attempts: int
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class FailedPage(BaseModel):
+    jobs: list[FailedJob]
+    total: int
+    limit: int
+    offset: int
+
+
+class FailedQuery(Query):
+    limit: int = Field(50, ge=1, le=500)
+    offset: int = Field(0, ge=0, le=1_000_000)
+
+
+class CleanRequest(Query):
+    older_than_seconds: int = Field(ge=0, le=10 * 365 * 86400)
+    status: EndedStatus
+    limit: int = Field(100, ge=1, le=1000)
+    delete_outputs: bool = Field(False, description="Also delete what was published to the delivery bucket.")
+
+
+class CleanResult(BaseModel):
+    deleted: int
+    job_ids: list[uuid.UUID]
+    outputs_deleted: int
+
+
+class QueueRequest(Query):
+    queue: QueueName
+
+
+class QueueControl(BaseModel):
+    queue: str
+    paused: bool
+    workers: list[str] = Field(description="The workers the command reached.")
+
+
+def send(model: type[BaseModel], body: dict[str, Any], status: int = 200) -> Response:
+    """Validate a body against its declared model on the way out: the schema is a promise."""
+    response = jsonify(model.model_validate(body).model_dump(mode="json"))
+    response.status_code = status
+    return response

@@ -1,0 +1,64 @@
+"""Asking the Celery workers what they consume, and telling them to stop or start a queue.
+
+Broadcast control commands go through the broker to every worker; replies come back within
+a short timeout, so a dead or busy worker costs the caller at most that long."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from kombu.exceptions import OperationalError
+
+from api.errors import ApiError
+from tasks import app
+
+log = logging.getLogger("conveyor.api")
+
+# An inspect broadcast always waits this long (it cannot know how many workers exist); a
+# loaded worker may need most of a second to answer.
+REPLY_SECONDS = 1.0
+# Pausing must find every consumer (one missed keeps serving the queue), so it waits longer.
+PAUSE_REPLY_SECONDS = 3.0
+BROKER_ERRORS = (OperationalError, OSError, redis.RedisError)
+
+
+def consumers_by_worker(timeout: float = REPLY_SECONDS) -> dict[str, list[str]]:
+    """worker name -> the queues it consumes now ({} when no worker answers or Redis is down)."""
+    try:
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    except BROKER_ERRORS:
+        log.warning("could not ask the workers for their queues", exc_info=True)
+        return {}
+    return {worker: sorted(queue["name"] for queue in queues or []) for worker, queues in replies.items()}
+
+
+def workers_by_queue(queues: list[str], consumers: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {queue: sorted(w for w, consumed in consumers.items() if queue in consumed) for queue in queues}
+
+
+def stop_consuming(queue: str, workers: list[str]) -> list[str]:
+    """Tell these workers to stop taking messages from `queue`; the workers that confirmed.
+
+    Tasks they already run finish; messages stay in the broker for when the queue resumes."""
+    if not workers:
+        return []
+    try:
+        replies = app.control.cancel_consumer(
+            queue, destination=workers, reply=True, timeout=PAUSE_REPLY_SECONDS
+        )
+    except BROKER_ERRORS as exc:
+        raise ApiError("unavailable", f"The broker did not take the command: {exc}") from exc
+    return sorted(name for reply in replies or [] for name in reply)
+
+
+def start_consuming(queue: str, workers: list[str]) -> list[str]:
+    if not workers:
+        return []
+    try:
+        replies = app.control.add_consumer(
+            queue, destination=workers, reply=True, timeout=PAUSE_REPLY_SECONDS
+        )
+    except BROKER_ERRORS as exc:
+        raise ApiError("unavailable", f"The broker did not take the command: {exc}") from exc
+    return sorted(name for reply in replies or [] for name in reply)

@@ -9,7 +9,7 @@ import uuid
 from flask import Blueprint, Flask, g, request
 from flask.wrappers import Response
 
-from api import health, jobs, openapi, queue, uploads
+from api import health, jobs, openapi, queue, uploads, web
 from api.auth import authenticate
 from api.cli import register_cli
 from api.db import init_db
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(v1)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(web.bp)
     app.teardown_request(uploads.discard_incoming)
     _log_requests(app)
     return app

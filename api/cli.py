@@ -1,15 +1,18 @@
-"""Operator commands: `flask --app api create-key NAME [--admin]`, `revoke-key PREFIX`."""
+"""Commands: keys for operators (`create-key`, `revoke-key`), and the client commands."""
 
 from __future__ import annotations
 
 import click
 from flask import Flask
 
+from api.client_cli import register_client_cli
 from api.db import sessions
 from services.apikeys import create_key, revoke_key
 
 
 def register_cli(app: Flask) -> None:
+    register_client_cli(app)
+
     @app.cli.command("create-key")
     @click.argument("name")
     @click.option("--admin", is_flag=True, help="The key sees and manages every job.")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `make run` and `make test`: ffmpeg, the virtualenv with the pinned
-# requirements, PostgreSQL and Redis answering, and the database of DATABASE_URL. Says nothing
+# requirements, the web page's npm packages, Debian's chromium (for the browser test),
+# PostgreSQL and Redis answering, and the database of DATABASE_URL. Says nothing
 # when there is nothing to do, one line per step it takes, and everything it knows on failure.
 # --no-services stops after the virtualenv (for `make lint`, which needs no database).
 set -euo pipefail
@@ -51,6 +52,35 @@ install_ffmpeg() {
     quietly "apt-get update" as_root apt-get update
     quietly "installing ffmpeg" as_root apt-get install -y --no-install-recommends ffmpeg
     command -v ffprobe >/dev/null 2>&1 || die "ffmpeg installed but ffprobe still not on PATH"
+}
+
+apt_install() {
+    local what=$1
+    shift
+    command -v apt-get >/dev/null 2>&1 || die "$what missing and no apt-get: install $* by hand"
+    export DEBIAN_FRONTEND=noninteractive
+    if [ -z "${APT_UPDATED:-}" ]; then
+        quietly "apt-get update" as_root apt-get update
+        APT_UPDATED=1
+    fi
+    quietly "installing $*" as_root apt-get install -y --no-install-recommends "$@"
+}
+
+# The web page's browser packages (hls.js), pinned by package-lock.json; `npm ci` again only
+# when the lock file changed since the last install.
+install_node_packages() {
+    command -v npm >/dev/null 2>&1 || apt_install npm nodejs npm
+    local wanted stamp=node_modules/.package-lock.sha256
+    wanted=$(sha256sum package-lock.json | cut -d' ' -f1)
+    if [ ! -d node_modules ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+        quietly "npm ci (package-lock.json)" npm ci --no-audit --no-fund
+        echo "$wanted" >"$stamp"
+    fi
+}
+
+# Debian's chromium, which the web page's browser test drives (no browser downloads).
+install_chromium() {
+    [ -x /usr/bin/chromium ] || apt_install chromium chromium
 }
 
 find_python() {
@@ -177,6 +207,8 @@ PY
 install_ffmpeg
 ensure_venv
 [ "$WITH_SERVICES" -eq 1 ] || exit 0
+install_node_packages
+install_chromium
 addresses=$(service_addresses) || die "could not read DATABASE_URL / REDIS_URL"
 read -r PG_HOST PG_PORT REDIS_HOST REDIS_PORT <<<"$addresses"
 ensure_postgres "$PG_HOST" "$PG_PORT"

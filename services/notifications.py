@@ -6,17 +6,28 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import WebhookDelivery
+from models import JobEvent, WebhookDelivery
 from services.webhooks import DeliveryResult
 
+OUTCOME_EVENTS = ("job.succeeded", "job.failed", "job.canceled")
 
-def webhook_event(job: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    """(webhook-id, event type, payload) for the job's outcome. The id is stable per job and
-    outcome, so a receiver can drop a redelivery."""
+
+def outcome_event_id(session: Session, job_id: uuid.UUID) -> int:
+    """The id of the event that ended the job: the identity of what the webhook announces."""
+    event_id = session.scalar(
+        select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id, JobEvent.type.in_(OUTCOME_EVENTS))
+    )
+    return int(event_id or 0)
+
+
+def webhook_event(job: dict[str, Any], event_id: int) -> tuple[str, str, dict[str, Any]]:
+    """(webhook-id, event type, payload) for the job's outcome. The id is stable per outcome
+    event, so a receiver can drop a redelivery, and new when a retried job ends again."""
     event_type = f"job.{job['status']}"
-    msg_id = f"msg_{uuid.UUID(job['id']).hex}_{job['status']}"
+    msg_id = f"msg_{uuid.UUID(job['id']).hex}_{event_id}"
     payload = {"type": event_type, "timestamp": datetime.now(UTC).isoformat(), "data": job}
     return msg_id, event_type, payload
 

@@ -3,7 +3,7 @@
 from typing import Any
 
 from services.errors import WebhookFailed
-from services.notifications import record_delivery, webhook_event
+from services.notifications import outcome_event_id, record_delivery, webhook_event
 from services.webhooks import deliver_webhook
 from tasks.base import StageContext, stage_task
 from tasks.runtime import session_factory
@@ -15,7 +15,9 @@ def notify(ctx: StageContext) -> dict[str, Any]:
     secret = ctx.settings.webhook_secret
     if not secret:
         return {"delivered": False, "error": "CONVEYOR_WEBHOOK_SECRET is not set; webhooks cannot be signed."}
-    msg_id, event_type, payload = webhook_event(ctx.job)
+    with session_factory().begin() as session:
+        event_id = outcome_event_id(session, ctx.job_id)
+    msg_id, event_type, payload = webhook_event(ctx.job, event_id)
     result = deliver_webhook(
         url,
         payload,

@@ -18,6 +18,7 @@ from services.config import get_settings
 from services.jobs import create_job
 from services.recovery import recover_lost_stages
 from tasks.pipeline import dispatch
+from tests.fixtures import WorkerPool
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,8 @@ QUEUES = ("fetch", "video", "upload", "analyze", "notify")
 
 
 @pytest.fixture
-def broker(sessions: sessionmaker[Session]) -> redis.Redis:
+def broker(sessions: sessionmaker[Session], worker_pool: WorkerPool) -> redis.Redis:
+    worker_pool.stop_default()  # nothing may consume the messages these tests count
     client = redis.Redis.from_url(get_settings().redis_url)
     client.flushdb()
     return client

@@ -73,6 +73,23 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("chaos") / "long.mp4", width=1280, height=720, seconds=12)
 
 
+def stage_started(sessions: sessionmaker[Session], ids: list[str], stage: str) -> bool:
+    """True once any job's `stage` has begun (small clips transcode in well under a second, so
+    waiting to see one mid-run would race)."""
+    with sessions() as session:
+        return bool(
+            session.scalar(
+                select(JobStage.id)
+                .where(
+                    JobStage.job_id.in_([uuid.UUID(i) for i in ids]),
+                    JobStage.name == stage,
+                    JobStage.status.in_(("running", "succeeded")),
+                )
+                .limit(1)
+            )
+        )
+
+
 def running_stage(sessions: sessionmaker[Session], job_id: str, stage: str) -> bool:
     with sessions() as session:
         row = session.scalars(
@@ -104,9 +121,7 @@ def test_redis_flushall_while_jobs_are_queued_and_running(
 ) -> None:
     started = time.monotonic()
     ids = submit(client, small_clip, JOBS_PER_SCENARIO)
-    wait_until(
-        lambda: any(running_stage(sessions, i, "transcode") for i in ids), timeout=60, what="a transcode"
-    )
+    wait_until(lambda: stage_started(sessions, ids, "transcode"), timeout=60, what="a transcode")
     redis.Redis.from_url(get_settings().redis_url).flushall()
     verify("redis-flushall", client, sessions, ids, started, JOB_TIMEOUT)
 
@@ -146,9 +161,7 @@ def test_postgresql_restart_while_jobs_run(
 ) -> None:
     started = time.monotonic()
     ids = submit(client, small_clip, JOBS_PER_SCENARIO)
-    wait_until(
-        lambda: any(running_stage(sessions, i, "transcode") for i in ids), timeout=60, what="a transcode"
-    )
+    wait_until(lambda: stage_started(sessions, ids, "transcode"), timeout=60, what="a transcode")
     version = sorted(os.listdir("/etc/postgresql"))[-1]
     subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True)
     verify("postgresql-restart", client, sessions, ids, started, JOB_TIMEOUT)

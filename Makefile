@@ -76,10 +76,25 @@ lint: bootstrap-venv
 chaos: bootstrap
 	CHAOS_LONG=1 $(BIN)/pytest -m chaos $(PYTEST_ARGS)
 
+# Every bench/*.py that is a script (harness and helpers are not) runs in turn; each appends
+# its own markdown section to bench/results.md, and a script that does not gets its output
+# there in a code block. One failing bench does not stop the others; make fails at the end.
 bench: bootstrap
-	@shopt -s nullglob; scripts=(bench/*.py); \
-	if [ $${#scripts[@]} -eq 0 ]; then echo "no bench/*.py yet"; fi; \
-	for script in "$${scripts[@]}"; do \
-	  echo "== $$script"; \
-	  PYTHONPATH="$(CURDIR)" $(BIN)/python "$$script"; \
-	done
+	@shopt -s nullglob; results=bench/results.md; status=0; \
+	{ echo "# Benchmark results"; echo; \
+	  echo "Written by \`make bench\` on $$(date -u '+%Y-%m-%d %H:%M UTC'); host: $$(nproc) cores," \
+	       "$$(awk '/MemTotal/ {printf "%.0f GiB", $$2 / 1048576}' /proc/meminfo), load average $$(cut -d' ' -f1 /proc/loadavg)."; \
+	  echo; } > $$results; \
+	for script in bench/*.py; do \
+	  grep -q '^if __name__ == "__main__":' "$$script" || continue; \
+	  module=$${script%.py}; module=$${module//\//.}; \
+	  echo "== $$script"; before=$$(wc -c < $$results); output=$$(mktemp); \
+	  if BENCH_RESULTS=$(CURDIR)/$$results PYTHONPATH="$(CURDIR)" $(BIN)/python -m $$module 2>&1 | tee $$output; then \
+	    code=0; else code=$$?; status=1; fi; \
+	  if [ $$code -ne 0 ] || [ "$$(wc -c < $$results)" -eq "$$before" ]; then \
+	    { echo "## $$script"; echo; [ $$code -eq 0 ] || echo "**failed with exit status $$code**"; echo; \
+	      echo '```text'; { grep -v '^{"' $$output || true; } | tail -n 60; echo '```'; echo; } >> $$results; \
+	  fi; \
+	  rm -f $$output; \
+	done; \
+	echo "wrote $$results"; exit $$status

@@ -1,0 +1,460 @@
+"""An isolated Conveyor for the benchmarks, started and torn down by one `with Stack(...)`.
+
+Everything is the bench's own: a fresh PostgreSQL database (migrated with Alembic), an empty
+Redis database number, SeaweedFS on free ports, gunicorn for the API and one Celery worker per
+queue as separate processes, in a temporary folder that is removed at the end. The machine's
+PostgreSQL and Redis servers are the ones `make run` uses; nothing of `make run`'s or of a test
+session's data is touched.
+
+The environment is set by `Stack.__init__`, before anything of ours reads settings (the
+cached settings object is dropped then); `tasks`, whose `celeryconfig` reads settings on
+import, is imported only inside methods. Also here: the bare ffmpeg baselines, built exactly
+as the stages build their commands, a webhook receiver and a peak-memory sampler.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psutil
+import psycopg
+import redis
+import requests
+
+from scripts.s3server import free_s3_port, start_weed, stop_weed
+from services.analysis import analyze_local
+from services.config import get_settings
+from services.ffmpeg import build_hls_command, run_ffmpeg
+from services.ladder import plan_ladder
+from services.probe import probe
+from services.storyboard import plan_storyboard
+
+REPO = Path(__file__).resolve().parent.parent
+ADMIN_DSN = "host=127.0.0.1 user=postgres dbname=postgres"
+# The concurrency of each queue's worker in the Procfile, so the bench runs what `make run` runs.
+QUEUE_CONCURRENCY = {"fetch": 2, "video": 1, "upload": 2, "analyze": 1, "notify": 2}
+# Counted in Redis like any limit, but never reached: the benches measure capacity, not policy.
+UNREACHABLE_RATE_LIMIT = "100000000/minute"
+
+
+def wait_until(condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def idle_redis_db() -> int:
+    """A Redis database number nobody is using: not 0 (`make run`'s), not one a live pytest
+    session took (tests/conftest.py uses 1 + pid % 15), and holding nothing but the exchange
+    bindings kombu leaves behind (no queued or unacknowledged message, no rate-limit count)."""
+    taken = {0}
+    for process in psutil.process_iter(["cmdline"]):
+        if any("pytest" in part for part in process.info["cmdline"] or ()):
+            taken.add(1 + process.pid % 15)
+    for number in range(15, 0, -1):
+        if number in taken:
+            continue
+        keys = redis.Redis(db=number).scan_iter(count=1000)
+        if all(key.startswith(b"_kombu.binding") for key in keys):
+            return number
+    raise RuntimeError("no idle Redis database among 1-15; pass --redis-db")
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def python_children(self) -> list[int]:
+        """Pids of the pool processes (gunicorn workers, Celery prefork children)."""
+        with contextlib.suppress(psutil.Error):
+            children = psutil.Process(self.proc.pid).children()
+            return [child.pid for child in children if not child.name().startswith(("ffmpeg", "ffprobe"))]
+        return []
+
+    def stop(self, grace: float = 30.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@dataclass
+class Stack:
+    """The whole service for one bench; the environment it sets is what every process reads."""
+
+    tag: str
+    redis_db: int | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    root: Path = field(init=False)
+    database: str = field(init=False)
+    s3_port: int = field(init=False)
+    api: ServiceProcess | None = field(init=False, default=None)
+    api_url: str = field(init=False, default="")
+    workers: dict[str, ServiceProcess] = field(init=False, default_factory=dict)
+    _weed: subprocess.Popen[bytes] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix=f"conveyor-bench-{self.tag}-"))
+        self.database = f"conveyor_bench_{os.getpid()}"
+        self.redis_db = self.redis_db if self.redis_db is not None else idle_redis_db()
+        self.s3_port = free_s3_port(start_offset=5000)
+        secret = base64.b64encode(secrets.token_bytes(24)).decode()
+        os.environ.update(
+            {
+                "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.database}",
+                "REDIS_URL": f"redis://127.0.0.1:6379/{self.redis_db}",
+                "WORKSPACE_URL": f"file://{self.root}/work",
+                "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
+                "S3_BUCKET": "conveyor-bench",
+                "S3_PREFIX": "hls",
+                "AWS_ACCESS_KEY_ID": "conveyor-bench",
+                "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24),
+                "CONVEYOR_WEBHOOK_SECRET": f"whsec_{secret}",
+                # The benches' own HTTP servers (sources, webhook receiver) listen on loopback.
+                "SSRF_ALLOW_CIDRS": json.dumps(["127.0.0.0/8"]),
+                "SUBMIT_RATE_LIMIT": UNREACHABLE_RATE_LIMIT,
+                # Empty beats a key in .env: analysis stays local, nothing leaves the machine.
+                "GOOGLE_API_KEY": "",
+                "LOG_LEVEL": "INFO",
+            }
+            | self.overrides
+        )
+        get_settings.cache_clear()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        # SIGTERM (make interrupted, a CI timeout) must still reach the teardown below.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            self._create_database()
+            self._weed = start_weed(
+                self.root / "s3",
+                s3_port=self.s3_port,
+                access_key=os.environ["AWS_ACCESS_KEY_ID"],
+                secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                buckets=[os.environ["S3_BUCKET"]],
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+        self.workers.clear()
+        self.stop_api()
+        if self._weed is not None:
+            stop_weed(self._weed)
+        with contextlib.suppress(Exception):
+            self.purge_queues()
+        with contextlib.suppress(Exception):
+            from tasks.runtime import engine
+
+            engine().dispose()
+        with contextlib.suppress(psycopg.Error), psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _create_database(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {self.database}")
+        config = Config(str(REPO / "alembic.ini"))
+        config.attributes["configure_logger"] = False
+        command.upgrade(config, "head")
+
+    def _spawn(self, name: str, args: list[str]) -> ServiceProcess:
+        log_path = self.root / f"{name}.log"
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                args,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=dict(os.environ),
+            )
+        return ServiceProcess(name, proc, log_path)
+
+    # -- the API -------------------------------------------------------------------------------
+
+    def start_api(self, workers: int | None = None) -> str:
+        """gunicorn as `make run` starts it, at its default worker count unless told otherwise."""
+        self.stop_api()
+        port = free_port()
+        args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"]
+        if workers is not None:
+            args += ["--workers", str(workers)]
+        self.api = self._spawn("api", [*args, "api:create_app()"])
+        url = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            if self.api is not None and self.api.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{self.api.log_tail()}")
+            with contextlib.suppress(requests.RequestException):
+                return requests.get(f"{url}/livez", timeout=1).ok
+            return False
+
+        wait_until(answers, timeout=60, what="the API to answer /livez")
+        expected = workers or 1
+        wait_until(
+            lambda: self.api is not None and len(self.api.python_children()) >= expected,
+            timeout=30,
+            what=f"{expected} gunicorn workers",
+        )
+        self.api_url = url
+        return url
+
+    def stop_api(self) -> None:
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
+
+    def create_key(self, name: str = "bench") -> str:
+        from models import make_engine, make_session_factory
+        from services.apikeys import create_key
+
+        engine = make_engine(os.environ["DATABASE_URL"])
+        try:
+            with make_session_factory(engine).begin() as session:
+                _, key = create_key(session, name)
+        finally:
+            engine.dispose()
+        return key
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def start_workers(self, queues: tuple[str, ...] = tuple(QUEUE_CONCURRENCY)) -> None:
+        """One `celery -A tasks worker -Q <queue>` per queue, returned once each answers a ping."""
+        from tasks import app
+
+        host = os.uname().nodename
+        for queue in queues:
+            node = f"{queue}-bench{os.getpid()}@{host}"
+            args = [
+                sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue, "-n", node,
+                "--concurrency", str(QUEUE_CONCURRENCY[queue]), "-E", "--loglevel", "INFO",
+            ]  # fmt: skip
+            self.workers[queue] = self._spawn(f"worker-{queue}", args)
+        for queue, worker in self.workers.items():
+            node = f"{queue}-bench{os.getpid()}@{host}"
+
+            def answers(worker: ServiceProcess = worker, node: str = node) -> bool:
+                if worker.proc.poll() is not None:
+                    raise RuntimeError(f"worker {worker.name} exited:\n{worker.log_tail()}")
+                return bool(app.control.ping(destination=[node], timeout=0.5))
+
+            wait_until(answers, timeout=90, what=f"worker {queue} to answer a ping")
+
+    def purge_queues(self) -> int:
+        """Drop every message waiting in this stack's Redis database (its own number)."""
+        from tasks import app
+
+        return int(app.control.purge())
+
+    # -- reading the truth ---------------------------------------------------------------------
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        dsn = f"host=127.0.0.1 user=postgres dbname={self.database}"
+        with psycopg.connect(dsn) as conn:
+            return conn.execute(sql, params).fetchall()
+
+
+def make_clip(path: Path, *, seconds: float, size: str = "1920x1080", rate: int = 30) -> Path:
+    """A camera-like H.264 + stereo AAC mp4 (moov first, so it can be streamed)."""
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+         "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-ac", "2", "-b:a", "192k", "-movflags", "+faststart", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def bare_transcode(source: Path, out_dir: Path) -> float:
+    """The transcode stage's ffmpeg command, built as the stage builds it, run bare."""
+    settings = get_settings()
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    info = probe(source)
+    assert info.video is not None
+    storyboard = plan_storyboard(
+        info.duration,
+        info.video.width,
+        info.video.height,
+        interval=settings.storyboard_interval_seconds,
+        tile_width=settings.storyboard_tile_width,
+        columns=settings.storyboard_columns,
+    )
+    args = build_hls_command(
+        source,
+        info,
+        plan_ladder(info, None),
+        out_dir,
+        segment_seconds=settings.segment_seconds,
+        preset=settings.x264_preset,
+        threads=settings.ffmpeg_threads,
+        storyboard=storyboard,
+    )
+    started = time.perf_counter()
+    run_ffmpeg(args, duration=info.duration, memory_limit_bytes=settings.ffmpeg_memory_limit_bytes)
+    return time.perf_counter() - started
+
+
+def bare_analysis(source: Path) -> float:
+    info = probe(source)
+    started = time.perf_counter()
+    analyze_local(source, info)
+    return time.perf_counter() - started
+
+
+class WebhookReceiver:
+    """Records when each job's webhook arrived (the end of a job's last stage, notify)."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[str, float] = {}
+        self.changed = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                arrived = time.perf_counter()
+                self.send_response(204)
+                self.end_headers()
+                job_id = json.loads(body)["data"]["id"]
+                with receiver.changed:
+                    receiver.arrivals.setdefault(job_id, arrived)
+                    receiver.changed.notify_all()
+
+            def log_message(self, *_: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def wait_for(self, job_id: str, timeout: float) -> float:
+        """perf_counter() when the webhook of `job_id` arrived."""
+        with self.changed:
+            if not self.changed.wait_for(lambda: job_id in self.arrivals, timeout=timeout):
+                raise TimeoutError(f"no webhook for job {job_id} within {timeout:g} s")
+            return self.arrivals[job_id]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class PeakMemory:
+    """Samples VmRSS of processes every `interval` s; `peak_mib` per name, with VmHWM when read."""
+
+    pids: Callable[[], dict[str, list[int]]]
+    interval: float = 0.05
+    peaks: dict[str, float] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @staticmethod
+    def status_mib(pid: int, key: str) -> float:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    @staticmethod
+    def reset_peak(pid: int) -> None:
+        """Start the kernel's high-water mark afresh (clear_refs 5), so VmHWM covers what follows."""
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+    def sample(self) -> None:
+        for name, pids in self.pids().items():
+            for pid in pids:
+                # VmHWM also catches a peak between two samples.
+                rss = max(self.status_mib(pid, "VmRSS"), self.status_mib(pid, "VmHWM"))
+                self.peaks[name] = max(self.peaks.get(name, 0.0), rss)
+
+    def __enter__(self) -> PeakMemory:
+        for pids in self.pids().values():
+            for pid in pids:
+                self.reset_peak(pid)
+
+        def loop() -> None:
+            while not self._stop.wait(self.interval):
+                self.sample()
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[Callable[[], float]]:
+    started = time.perf_counter()
+    ended: list[float] = []
+    yield lambda: (ended[0] if ended else time.perf_counter()) - started
+    ended.append(time.perf_counter())

@@ -1,0 +1,250 @@
+"""Peak memory of the API and the fetch worker while a 2 GB source streams through them.
+
+Run from the repository root: ``.venv/bin/python -m bench.upload_memory [--gigabytes 2]``.
+
+The body is generated, never held in memory: a real 1 s mp4 (moov first) followed by one
+``free`` box of zeros up to the requested size, so it is valid media that ffprobe accepts
+without reading the padding (the fetch stage then succeeds; the transcode it queues is never
+run, no video worker is started).
+
+1. Upload: ``POST /api/v1/uploads`` with a sized streaming multipart body (requests sends an
+   iterable with ``__len__`` with a Content-Length, chunk by chunk), against gunicorn at its
+   default worker count. Peak RSS of the gunicorn worker during the request.
+2. URL source: a local HTTP server streams the same bytes; ``POST /api/v1/jobs`` with its URL;
+   the fetch worker (the Procfile's ``--concurrency 2``) downloads it. Peak RSS of its pool
+   processes; MB/s from the server's first to last byte sent.
+
+Peaks are the kernel's high-water mark (VmHWM), reset just before each transfer, and VmRSS
+sampled every 50 ms. Baselines, same bytes, same invocation: writing them to a file in the
+workspace (for the upload) and downloading them with a plain ``requests`` stream to a file (for
+the fetch, in a separate interpreter). Target: peak RSS < 150 MB for both processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.harness import PeakMemory, Stack, make_clip, wait_until
+from bench.report import Figure, below, context, report
+
+RSS_TARGET_MB = 150.0
+CHUNK = b"\0" * (1024 * 1024)
+MB = 1_000_000
+
+
+def padded_media(head: bytes, total: int) -> Iterator[bytes]:
+    """`head` (a complete mp4) then a 64-bit-size `free` box filling the body to `total` bytes."""
+    padding = total - len(head) - 16
+    if padding < 0:
+        raise ValueError("the body must be larger than the clip")
+    yield head
+    yield struct.pack(">I4sQ", 1, b"free", padding + 16)
+    for _ in range(padding // len(CHUNK)):
+        yield CHUNK
+    yield CHUNK[: padding % len(CHUNK)]
+
+
+class MultipartBody:
+    """A multipart/form-data body of one file field, generated as it is sent; sized, so requests
+    sends a Content-Length (the API refuses an oversized upload from it, before reading)."""
+
+    def __init__(self, head: bytes, total: int, filename: str) -> None:
+        self.boundary = uuid.uuid4().hex
+        self.head, self.total = head, total
+        self.preamble = (
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: video/mp4\r\n\r\n"
+        ).encode()
+        self.epilogue = f"\r\n--{self.boundary}--\r\n".encode()
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def __len__(self) -> int:
+        return len(self.preamble) + self.total + len(self.epilogue)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.preamble
+        yield from padded_media(self.head, self.total)
+        yield self.epilogue
+
+
+class SourceServer:
+    """Serves the padded media at /source.mp4 and records when the last GET started and ended."""
+
+    def __init__(self, head: bytes, total: int) -> None:
+        self.started = self.ended = 0.0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Content-Length", str(total))
+                self.end_headers()
+                server.started = time.perf_counter()
+                for chunk in padded_media(head, total):
+                    self.wfile.write(chunk)
+                server.ended = time.perf_counter()
+
+            def log_message(self, *_: Any) -> None:
+                return
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_port}/source.mp4"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def disk_baseline(head: bytes, total: int, path: Path) -> float:
+    started = time.perf_counter()
+    with path.open("wb") as out:
+        for chunk in padded_media(head, total):
+            out.write(chunk)
+    elapsed = time.perf_counter() - started
+    path.unlink()
+    return total / MB / elapsed
+
+
+# The baseline download runs in its own interpreter: in this one it would share the GIL with
+# the thread serving the bytes, and measure that contention instead of a plain download.
+_DOWNLOAD = """
+import sys, requests
+with requests.get(sys.argv[1], stream=True, timeout=60) as response, open(sys.argv[2], "wb") as out:
+    for chunk in response.iter_content(1024 * 1024):
+        out.write(chunk)
+"""
+
+
+def download_baseline(url: str, total: int, path: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", _DOWNLOAD, url, str(path)], check=True)
+    elapsed = time.perf_counter() - started
+    path.unlink()
+    return total / MB / elapsed
+
+
+def idle_rss(pids: list[int]) -> float:
+    return max((PeakMemory.status_mib(pid, "VmRSS") for pid in pids), default=0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--gigabytes", type=float, default=2.0, help="size of each streamed source (GB, 10^9)"
+    )
+    parser.add_argument(
+        "--redis-db", type=int, default=None, help="Redis database number (default: an idle one)"
+    )
+    parser.add_argument("--results", default=None, help="append the markdown section here")
+    args = parser.parse_args()
+    total = int(args.gigabytes * 1e9)
+    notes: list[str] = []
+
+    with Stack("upload-memory", redis_db=args.redis_db) as stack:
+        head = make_clip(stack.root / "head.mp4", seconds=1, size="320x240").read_bytes()
+        stack.start_api()
+        stack.start_workers(("fetch",))
+        key = stack.create_key()
+        auth = {"Authorization": f"Bearer {key}"}
+        assert stack.api is not None
+        api_pids = stack.api.python_children()
+        fetch_pids = stack.workers["fetch"].python_children()
+        api_idle, fetch_idle = idle_rss(api_pids), idle_rss(fetch_pids)
+        (stack.root / "work").mkdir(exist_ok=True)
+
+        print(f"upload: {total / MB:.0f} MB to POST /api/v1/uploads…", flush=True)
+        disk_mbps = disk_baseline(head, total, stack.root / "work" / "baseline.bin")
+        body = MultipartBody(head, total, "big.mp4")
+        with PeakMemory(lambda: {"api": api_pids}) as api_peak:
+            started = time.perf_counter()
+            try:
+                response = requests.post(
+                    f"{stack.api_url}/api/v1/uploads",
+                    data=body,
+                    headers=auth | {"Content-Type": body.content_type},
+                    timeout=3600,
+                )
+                upload_outcome = f"HTTP {response.status_code}"
+            except requests.RequestException as error:
+                upload_outcome = f"failed: {type(error).__name__}"
+            upload_seconds = time.perf_counter() - started
+        if "WORKER TIMEOUT" in stack.api.log_tail(200_000):
+            upload_outcome += "; gunicorn killed its worker (WORKER TIMEOUT, default --timeout 30 s)"
+        upload_mbps = total / MB / upload_seconds
+        print(f"  {upload_outcome} after {upload_seconds:.1f} s ({upload_mbps:.0f} MB/s)", flush=True)
+
+        print(f"fetch: {total / MB:.0f} MB URL source through the fetch stage…", flush=True)
+        source = SourceServer(head, total)
+        try:
+            plain_mbps = download_baseline(source.url, total, stack.root / "work" / "baseline.bin")
+            with PeakMemory(lambda: {"fetch": fetch_pids}) as fetch_peak:
+                job = requests.post(
+                    f"{stack.api_url}/api/v1/jobs",
+                    json={"source": {"url": source.url}},
+                    headers=auth,
+                    timeout=60,
+                )
+                job.raise_for_status()
+                job_id = job.json()["id"]
+                fetch_sql = (
+                    "SELECT status, error_message FROM job_stages WHERE job_id = %s AND name = 'fetch'"
+                )
+                wait_until(
+                    lambda: stack.query(fetch_sql, job_id)[0][0] in ("succeeded", "failed"),
+                    timeout=3600,
+                    interval=0.2,
+                    what="the fetch stage to end",
+                )
+            fetch_status, fetch_error = stack.query(fetch_sql, job_id)[0]
+            fetch_mbps = total / MB / (source.ended - source.started)
+        finally:
+            source.close()
+        print(f"  fetch stage {fetch_status} ({fetch_mbps:.0f} MB/s)", flush=True)
+
+    mib_to_mb = 1024**2 / MB
+    api_mb, fetch_mb = (
+        api_peak.peaks.get("api", 0.0) * mib_to_mb,
+        fetch_peak.peaks.get("fetch", 0.0) * mib_to_mb,
+    )
+    figures: list[Figure] = [
+        context("upload: gunicorn worker RSS idle", api_idle * mib_to_mb, "MB"),
+        below("upload: gunicorn worker peak RSS", api_mb, "MB", RSS_TARGET_MB),
+        context("upload: API MB/s", upload_mbps, "MB/s"),
+        context("upload: write to workspace disk (baseline)", disk_mbps, "MB/s"),
+        context("upload: API / disk", upload_mbps / disk_mbps, "ratio"),
+        context("fetch: worker pool process RSS idle", fetch_idle * mib_to_mb, "MB"),
+        below("fetch: worker pool process peak RSS", fetch_mb, "MB", RSS_TARGET_MB),
+        context("fetch: stage MB/s", fetch_mbps, "MB/s"),
+        context("fetch: plain requests download (baseline)", plain_mbps, "MB/s"),
+        context("fetch: stage / plain download", fetch_mbps / plain_mbps, "ratio"),
+    ]
+    notes = [
+        f"{total / MB:.0f} MB generated body each way (a 1 s mp4, then a `free` box of zeros):"
+        f" valid media, so the fetch stage probes it and succeeds",
+        f"upload answered {upload_outcome} after {upload_seconds:.1f} s; gunicorn, default worker count",
+        f"fetch stage ended {fetch_status}" + (f" ({fetch_error})" if fetch_error else ""),
+        "peak = max of VmHWM (reset before each transfer) and VmRSS sampled every 50 ms; MB = 10^6 bytes",
+    ]
+    title = f"bench/upload_memory.py: peak memory while {total / 1e9:g} GB streams through"
+    report(title, notes, figures, args.results)
+
+
+if __name__ == "__main__":
+    main()

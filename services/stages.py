@@ -206,23 +206,6 @@ def requeue_stage(session: Session, claim: Claim, error: ConveyorError, *, delay
     return released is not None
 
 
-def release_stage(session: Session, claim: Claim) -> bool:
-    """Give a stage back at once (worker shutting down) without counting it as a failure."""
-    released = session.execute(
-        update(JobStage)
-        .where(_owned(claim))
-        .values(
-            status="queued",
-            lease_until=None,
-            worker=None,
-            available_at=func.now(),
-            attempts=claim.attempt - 1,
-        )
-        .returning(JobStage.id)
-    ).scalar_one_or_none()
-    return released is not None
-
-
 def fail_stage(session: Session, job_id: uuid.UUID, stage: str, code: str, message: str) -> bool:
     """Fail the stage and, while the job is still live, the job with the same stable code (and
     queue the webhook that tells its owner). True when the job failed now."""

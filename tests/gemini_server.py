@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from services.config import Settings, get_settings
+from tests.local_http import running
 
 API_KEY = "fake-gemini-key"
 ACCESS_TOKEN = "fake-vertex-token"
@@ -351,15 +352,8 @@ def _public(file: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def serving(video: bytes) -> Iterator[FakeGoogle]:
-    server = FakeGoogle(video)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running(FakeGoogle(video)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def settings_for(server: FakeGoogle, **overrides: Any) -> Settings:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from services.errors import BlockedUrl, ConveyorError, FetchFailed, TooLarge
 from services.fetching import fetch_url
+from tests.local_http import running
 
 pytestmark = pytest.mark.integration
 
@@ -82,15 +82,8 @@ class SourceHandler(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def serving(host: str = "127.0.0.1") -> Iterator[RecordingServer]:
-    server = RecordingServer(host)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    try:
+    with running(RecordingServer(host)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture

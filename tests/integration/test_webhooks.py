@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +14,7 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from services.webhooks import build_webhook_request, deliver_webhook
+from tests.local_http import running
 
 SECRET = "whsec_" + base64.b64encode(b"conveyor-test-secret-32-bytes!!!").decode()
 LOOPBACK = ["127.0.0.0/8"]
@@ -70,15 +70,8 @@ class ReceiverHandler(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def receiving(answer: int = 204, location: str = "") -> Iterator[Receiver]:
-    server = Receiver(answer, location)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    try:
+    with running(Receiver(answer, location)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def deliver(url: str, msg_id: str = "msg_1", allow_cidrs: list[str] | None = None) -> Any:

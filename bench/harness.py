@@ -43,9 +43,9 @@ from scripts.s3server import free_s3_port, start_weed, stop_weed
 from services.analysis import analyze_local
 from services.config import get_settings
 from services.ffmpeg import build_hls_command, run_ffmpeg
+from services.hls import storyboard_plan_for
 from services.ladder import plan_ladder
 from services.probe import probe
-from services.storyboard import plan_storyboard
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_DSN = "host=127.0.0.1 user=postgres dbname=postgres"
@@ -330,15 +330,7 @@ def bare_transcode(source: Path, out_dir: Path) -> float:
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     info = probe(source)
-    assert info.video is not None
-    storyboard = plan_storyboard(
-        info.duration,
-        info.video.width,
-        info.video.height,
-        interval=settings.storyboard_interval_seconds,
-        tile_width=settings.storyboard_tile_width,
-        columns=settings.storyboard_columns,
-    )
+    storyboard = storyboard_plan_for(info, settings)
     args = build_hls_command(
         source,
         info,

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from services.config import Settings
 from services.ffmpeg import build_hls_command, run_ffmpeg
+from services.hls import storyboard_plan_for
 from services.ladder import Rendition, plan_ladder
 from services.probe import MediaInfo, probe
-from services.storyboard import plan_storyboard
 
 RUNGS = ("360p", "480p", "720p")
 CPU_RATIO_TARGET = 0.74
@@ -78,14 +78,7 @@ def commands_for(
     source: Path, info: MediaInfo, renditions: list[Rendition], out: Path, settings: Settings
 ) -> tuple[list[list[str]], list[list[str]]]:
     assert info.video is not None
-    storyboard = plan_storyboard(
-        info.duration,
-        info.video.width,
-        info.video.height,
-        interval=settings.storyboard_interval_seconds,
-        tile_width=settings.storyboard_tile_width,
-        columns=settings.storyboard_columns,
-    )
+    storyboard = storyboard_plan_for(info, settings)
 
     def command(chosen: list[Rendition], out_dir: Path, with_stills: bool) -> list[str]:
         out_dir.mkdir(parents=True)

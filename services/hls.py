@@ -41,7 +41,8 @@ def measure_variant(media_dir: Path) -> Bitrates:
     return measure_bitrates(sizes, playlist.target_duration)
 
 
-def _storyboard_plan(info: MediaInfo, settings: Settings) -> StoryboardPlan | None:
+def storyboard_plan_for(info: MediaInfo, settings: Settings) -> StoryboardPlan | None:
+    """The storyboard the transcode stage makes for this source (none for audio-only)."""
     if info.video is None:
         return None
     return plan_storyboard(
@@ -89,7 +90,7 @@ def transcode_to_hls(
         out_dir.mkdir(parents=True, exist_ok=True)
         info = probe(source, probe_limits(settings), memory_limit_bytes=settings.ffmpeg_memory_limit_bytes)
         renditions = plan_ladder(info, requested)
-        storyboard = _storyboard_plan(info, settings)
+        storyboard = storyboard_plan_for(info, settings)
         args = build_hls_command(
             source,
             info,

@@ -37,28 +37,25 @@ def workers_by_queue(queues: list[str], consumers: dict[str, list[str]]) -> dict
     return {queue: sorted(w for w, consumed in consumers.items() if queue in consumed) for queue in queues}
 
 
+def _broadcast(command: str, queue: str, workers: list[str]) -> list[str]:
+    """Send a consumer command to exactly these workers; the workers that confirmed."""
+    if not workers:
+        return []
+    try:
+        replies = app.control.broadcast(
+            command, arguments={"queue": queue}, destination=workers, reply=True, timeout=PAUSE_REPLY_SECONDS
+        )
+    except BROKER_ERRORS as exc:
+        raise ApiError("unavailable", f"The broker did not take the command: {exc}") from exc
+    return sorted(name for reply in replies or [] for name in reply)
+
+
 def stop_consuming(queue: str, workers: list[str]) -> list[str]:
     """Tell these workers to stop taking messages from `queue`; the workers that confirmed.
 
     Tasks they already run finish; messages stay in the broker for when the queue resumes."""
-    if not workers:
-        return []
-    try:
-        replies = app.control.cancel_consumer(
-            queue, destination=workers, reply=True, timeout=PAUSE_REPLY_SECONDS
-        )
-    except BROKER_ERRORS as exc:
-        raise ApiError("unavailable", f"The broker did not take the command: {exc}") from exc
-    return sorted(name for reply in replies or [] for name in reply)
+    return _broadcast("cancel_consumer", queue, workers)
 
 
 def start_consuming(queue: str, workers: list[str]) -> list[str]:
-    if not workers:
-        return []
-    try:
-        replies = app.control.add_consumer(
-            queue, destination=workers, reply=True, timeout=PAUSE_REPLY_SECONDS
-        )
-    except BROKER_ERRORS as exc:
-        raise ApiError("unavailable", f"The broker did not take the command: {exc}") from exc
-    return sorted(name for reply in replies or [] for name in reply)
+    return _broadcast("add_consumer", queue, workers)

@@ -19,7 +19,7 @@ from models import Job
 from services.events import parse_last_event_id, stream_job_events
 from services.jobs import create_job, job_to_dict
 from services.operations import Cursor, list_jobs, retry_job, retry_needs_workspace
-from services.queue_stats import waiting_position
+from services.queue_stats import Waiting, waiting_position
 from services.stages import request_cancel
 from services.workspace import Workspace
 from tasks.pipeline import dispatch
@@ -27,10 +27,12 @@ from tasks.pipeline import dispatch
 bp = Blueprint("jobs", __name__)
 
 
-def job_body(job: Job) -> dict[str, Any]:
-    """The job as services present it, plus its place in line while a stage of it waits."""
+def job_body(job: Job, waiting: Waiting | None = None) -> dict[str, Any]:
+    """The job as services present it, plus its place in line while a stage of it waits
+    (looked up unless the caller already knows it)."""
     body = job_to_dict(job)
-    waiting = waiting_position(db(), job) if job.status in ("queued", "running") else None
+    if waiting is None and job.status in ("queued", "running"):
+        waiting = waiting_position(db(), job)
     body["position"] = waiting.position if waiting else None
     body["estimated_wait_seconds"] = waiting.estimated_wait_seconds if waiting else None
     return body
@@ -45,12 +47,11 @@ def submit_job(
 ) -> ResponseReturnValue:
     """Commit the job first, then send: if the broker is down the sweeper sends it later."""
     session = db()
-    job = create_job(session, owner_id=caller().id, source=source, options=options, job_id=job_id)
+    created = create_job(session, owner_id=caller().id, source=source, options=options, job_id=job_id)
     session.commit()
-    redispatch(job.id, "fetch", options)
-    session.refresh(job)
-    response = send(JobOut, job_body(job), 202)
-    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    redispatch(created.job.id, "fetch", options)
+    response = send(JobOut, job_body(created.job, created.waiting), 202)
+    response.headers["Location"] = f"/api/v1/jobs/{created.job.id}"
     return response
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -87,6 +88,9 @@ class JobStage(Base):
     name: Mapped[str] = mapped_column(String(16))
     position: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    # The job's priority as Redis serves it (0 high, 1 normal, 2 low), copied onto each stage so
+    # that counting a stage's place in line needs no join (and an index can answer it).
+    priority_rank: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     progress: Mapped[float] = mapped_column(server_default=text("0"))
     worker: Mapped[str | None] = mapped_column(String(255))
@@ -105,6 +109,15 @@ class JobStage(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "name", name="uq_job_stages_job_id_name"),
         Index("ix_job_stages_status_available_at", "status", "available_at"),
+        # The line a queued stage waits in, in the order Redis serves it.
+        Index(
+            "ix_job_stages_line",
+            "name",
+            "priority_rank",
+            "available_at",
+            "id",
+            postgresql_where=text("status = 'queued'"),
+        ),
     )
 
 

@@ -3,16 +3,77 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, case, func, insert, literal, select
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
-from models import STAGE_NAMES, Job, JobEvent, JobStage
+from models import STAGE_NAMES, Base, Job, JobStage
+from services.queue_stats import Waiting, line_figures, priority_rank_of, recent_means, waiting_from
 
 # How much of a job's overall progress each stage accounts for (notify is delivery only).
 STAGE_WEIGHTS: dict[str, float] = {"fetch": 10, "transcode": 60, "upload": 15, "analyze": 15, "notify": 0}
+
+
+@dataclass(frozen=True)
+class CreatedJob:
+    """A job as inserted (detached: reading it costs no query) and its place in line."""
+
+    job: Job
+    waiting: Waiting
+
+
+@cache
+def _create_job_statement() -> Select[Any]:
+    """Built once with bound parameters, so SQLAlchemy compiles it once per process."""
+    jobs, stages, events = (Base.metadata.tables[name] for name in ("jobs", "job_stages", "job_events"))
+    job_id = bindparam("job_id", type_=jobs.c.id.type)
+    rank = bindparam("rank", type_=stages.c.priority_rank.type)
+    new_job = (
+        insert(jobs)
+        .values(
+            id=job_id,
+            owner_id=bindparam("owner_id"),
+            status="queued",
+            source=bindparam("source"),
+            options=bindparam("options"),
+        )
+        .returning(jobs.c.created_at, jobs.c.updated_at)
+        .cte("new_job")
+    )
+    # Five rows from one SELECT rather than a multi-row VALUES, which SQLAlchemy cannot cache.
+    stage = func.unnest(array(STAGE_NAMES)).table_valued("name", with_ordinality="number").render_derived()
+    first = stage.c.number == 1
+    new_stages = (
+        insert(stages)
+        .from_select(
+            ["job_id", "name", "position", "priority_rank", "status", "attempts", "progress", "available_at"],
+            select(
+                job_id,
+                stage.c.name,
+                stage.c.number - 1,
+                rank,
+                case((first, "queued"), else_="pending"),
+                literal(0),
+                literal(0.0),
+                case((first, func.now())),
+            ),
+        )
+        .cte("new_stages")
+    )
+    new_event = (
+        insert(events).values(job_id=job_id, type="job.queued", data={"status": "queued"}).cte("new_event")
+    )
+    # Everything already ready at this rank or higher is ahead: the new row is the latest.
+    ahead = JobStage.priority_rank <= rank
+    count_ahead, running = line_figures(STAGE_NAMES[0], ahead)
+    return select(new_job.c.created_at, new_job.c.updated_at, count_ahead, running).add_cte(
+        new_stages, new_event
+    )
 
 
 def create_job(
@@ -22,24 +83,59 @@ def create_job(
     source: dict[str, Any],
     options: dict[str, Any],
     job_id: uuid.UUID | None = None,
-) -> Job:
-    """Insert the job and its five stage rows; fetch is queued, the rest wait their turn."""
-    job = Job(id=job_id or uuid.uuid4(), owner_id=owner_id, status="queued", source=source, options=options)
+) -> CreatedJob:
+    """Insert the job, its five stage rows (fetch queued, the rest pending) and its first event.
+
+    Submissions are the API's hot path, so this is one statement, one round trip: the rows go
+    in through data-modifying CTEs, and the place in line is read from the snapshot the
+    statement started with, which is exactly the line ahead of the new job.
+    """
+    job_id = job_id or uuid.uuid4()
+    parameters = {
+        "job_id": job_id,
+        "owner_id": owner_id,
+        "source": source,
+        "options": options,
+        "rank": priority_rank_of(options),
+    }
+    # Core, not the ORM: nothing here needs the identity map, and this path is hot.
+    created_at, updated_at, ahead, running = (
+        session.connection().execute(_create_job_statement(), parameters).one()
+    )
+    first = STAGE_NAMES[0]
+    job = Job(
+        id=job_id,
+        owner_id=owner_id,
+        status="queued",
+        source=source,
+        options=options,
+        result=None,
+        error_code=None,
+        error_message=None,
+        cancel_requested=False,
+        created_at=created_at,
+        updated_at=updated_at,
+        finished_at=None,
+    )
+    # What the statement inserted, so the answer needs no second read.
     job.stages = [
         JobStage(
+            job_id=job_id,
             name=name,
             position=position,
-            status="queued" if position == 0 else "pending",
+            priority_rank=parameters["rank"],
+            status="queued" if name == first else "pending",
             attempts=0,
             progress=0.0,
-            available_at=func.now() if position == 0 else None,
+            available_at=created_at if name == first else None,
+            started_at=None,
+            finished_at=None,
+            error_code=None,
+            error_message=None,
         )
         for position, name in enumerate(STAGE_NAMES)
     ]
-    session.add(job)
-    session.flush()
-    session.add(JobEvent(job_id=job.id, type="job.queued", data={"status": "queued"}))
-    return job
+    return CreatedJob(job, waiting_from(first, ahead, running, recent_means.get(session, first)))
 
 
 def get_job(session: Session, job_id: uuid.UUID) -> Job | None:

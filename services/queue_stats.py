@@ -3,13 +3,16 @@ where a waiting job stands in line."""
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, extract, func, or_, select, tuple_
+from sqlalchemy import Float, and_, cast, extract, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from models import JOB_STATUSES, STAGE_NAMES, Job, JobStage
 
@@ -20,15 +23,6 @@ DAY = timedelta(days=1)
 def stage_seconds() -> ColumnElement[float]:
     """Seconds one attempt of a stage took (its last attempt: claiming resets started_at)."""
     return cast(extract("epoch", JobStage.finished_at - JobStage.started_at), Float)
-
-
-def priority_rank() -> ColumnElement[int]:
-    """0 for high, 1 for normal (or none), 2 for low: the order Redis serves them in."""
-    return case(
-        (Job.options["priority"].astext == "high", 0),
-        (Job.options["priority"].astext == "low", 2),
-        else_=1,
-    )
 
 
 def _finished_within(window: timedelta) -> ColumnElement[bool]:
@@ -107,44 +101,73 @@ def estimate_wait(ahead: int, running: int, mean_seconds: float | None) -> float
     return round(mean_seconds * (ahead + running) / max(1, running), 1)
 
 
+def priority_rank_of(options: dict[str, Any]) -> int:
+    """0 for high, 1 for normal (or none), 2 for low: the order Redis serves them in (each
+    stage row keeps it as priority_rank)."""
+    return {"high": 0, "low": 2}.get(str(options.get("priority", "normal")), 1)
+
+
+class RecentMeans:
+    """Mean stage durations over the last day, read at most every `ttl_seconds` per process:
+    a wait estimate needs nothing fresher, and the aggregate reads a whole day of rows."""
+
+    def __init__(self, ttl_seconds: float = 30.0) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._read_at = -math.inf
+        self._means: dict[str, float] = {}
+
+    def get(self, session: Session, stage: str) -> float | None:
+        now = time.monotonic()
+        if now - self._read_at >= self.ttl_seconds:
+            rows = session.execute(
+                select(JobStage.name, func.avg(stage_seconds()))
+                .where(JobStage.status == "succeeded", _finished_within(DAY))
+                .group_by(JobStage.name)
+            )
+            self._means = {name: float(mean) for name, mean in rows}
+            self._read_at = now
+        return self._means.get(stage)
+
+
+recent_means = RecentMeans()
+
+
+def line_figures(stage: str, ahead: ColumnElement[bool]) -> tuple[ScalarSelect[int], ScalarSelect[int]]:
+    """Scalar subqueries counting the stage's ready rows that match `ahead` (answered by the
+    partial index ix_job_stages_line) and the stage's running rows: one round trip however
+    they are used."""
+    ready = and_(JobStage.status == "queued", JobStage.name == stage, JobStage.available_at <= func.now())
+    count_ahead = select(func.count()).select_from(JobStage).where(ready, ahead)
+    running = (
+        select(func.count()).select_from(JobStage).where(JobStage.name == stage, JobStage.status == "running")
+    )
+    return count_ahead.correlate(None).scalar_subquery(), running.correlate(None).scalar_subquery()
+
+
+def waiting_from(stage: str, ahead: int, running: int, mean_seconds: float | None) -> Waiting:
+    return Waiting(
+        stage=stage,
+        position=ahead + 1,
+        estimated_wait_seconds=estimate_wait(ahead, running, mean_seconds),
+    )
+
+
 def waiting_position(session: Session, job: Job) -> Waiting | None:
     """The job's place in line for its queued stage; None when no stage of it is waiting."""
     mine = next((stage for stage in job.stages if stage.status == "queued"), None)
     if mine is None:
         return None
-    my_rank = {"high": 0, "low": 2}.get(str(job.options.get("priority", "normal")), 1)
-    ready = and_(
-        JobStage.name == mine.name,
-        JobStage.status == "queued",
-        JobStage.available_at <= func.now(),
-    )
     # Redis serves higher priorities first, then (within one step) in order of arrival.
     earlier = or_(
-        priority_rank() < my_rank,
+        JobStage.priority_rank < mine.priority_rank,
         and_(
-            priority_rank() == my_rank,
+            JobStage.priority_rank == mine.priority_rank,
             tuple_(JobStage.available_at, JobStage.id) < tuple_(mine.available_at, mine.id),
         ),
     )
-    ahead = session.scalar(
-        select(func.count()).select_from(JobStage).join(Job, Job.id == JobStage.job_id).where(ready, earlier)
-    )
-    running = session.scalar(
-        select(func.count()).where(JobStage.name == mine.name, JobStage.status == "running")
-    )
-    mean = session.scalar(
-        select(func.avg(stage_seconds())).where(
-            JobStage.name == mine.name,
-            JobStage.status == "succeeded",
-            JobStage.finished_at > func.now() - DAY,
-        )
-    )
-    ahead, running = int(ahead or 0), int(running or 0)
-    return Waiting(
-        stage=mine.name,
-        position=ahead + 1,
-        estimated_wait_seconds=estimate_wait(ahead, running, None if mean is None else float(mean)),
-    )
+    count_ahead, running_now = line_figures(mine.name, earlier)
+    ahead, running = session.execute(select(count_ahead, running_now)).one()
+    return waiting_from(mine.name, ahead, running, recent_means.get(session, mine.name))
 
 
 def stats_to_dict(stats: StageStats) -> dict[str, Any]:

@@ -49,8 +49,10 @@ def test_sweeper_leaves_a_backlog_alone_and_resends_what_was_lost(
     settings = get_settings()
     with sessions.begin() as session:
         owner, _ = create_key(session, "broker-scan")
-        waiting = create_job(session, owner_id=owner.id, source={"url": "http://127.0.0.1/a"}, options={}).id
-        lost = create_job(session, owner_id=owner.id, source={"url": "http://127.0.0.1/b"}, options={}).id
+        waiting, lost = (
+            create_job(session, owner_id=owner.id, source={"url": url}, options={}).job.id
+            for url in ("http://127.0.0.1/a", "http://127.0.0.1/b")
+        )
         # Both have waited past the grace period; only one still has a message in Redis.
         session.execute(
             update(JobStage)

@@ -39,7 +39,7 @@ def owner(sessions: sessionmaker[Session]) -> ApiKey:
 def job_id(sessions: sessionmaker[Session], owner: ApiKey) -> uuid.UUID:
     with sessions.begin() as session:
         job = create_job(session, owner_id=owner.id, source={"url": "http://127.0.0.1/x.mp4"}, options={})
-        return job.id
+        return job.job.id
 
 
 def claim(sessions: sessionmaker[Session], job_id: uuid.UUID, stage: str = "fetch", worker: str = "w1"):  # type: ignore[no-untyped-def]

@@ -35,24 +35,28 @@ CODE_BY_HTTP_STATUS = {
     405: "method_not_allowed",
     413: "too_large",
     415: "unsupported_media_type",
-    429: "rate_limited",
 }
 
 
 class ApiError(ConveyorError):
-    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, *, status: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message, code=code)
         self.status = status or STATUS_BY_CODE.get(code, 400)
+        self.headers = headers or {}
 
 
-def error_body(code: str, message: str, status: int) -> ResponseReturnValue:
-    return jsonify({"error": {"code": code, "message": message}}), status
+def error_body(
+    code: str, message: str, status: int, headers: dict[str, str] | None = None
+) -> ResponseReturnValue:
+    return jsonify({"error": {"code": code, "message": message}}), status, headers or {}
 
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> ResponseReturnValue:
-        return error_body(error.code, error.message, error.status)
+        return error_body(error.code, error.message, error.status, error.headers)
 
     @app.errorhandler(ConveyorError)
     def _domain_error(error: ConveyorError) -> ResponseReturnValue:

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_RATE = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Rate:
+    amount: int
+    seconds: int
+
+
+def parse_rate(text: str) -> Rate:
+    """'120/minute', '2 per hour', '10/5 minutes'; ValueError for anything else."""
+    match = _RATE.match(text)
+    if match is None or int(match[1]) < 1:
+        raise ValueError(f"{text!r} is not a rate like '120/minute' or '2 per hour'")
+    return Rate(int(match[1]), int(match[2] or 1) * _UNIT_SECONDS[match[3].lower()])
 
 
 class Settings(BaseSettings):
@@ -104,8 +123,14 @@ class Settings(BaseSettings):
     veo_deadline_seconds: float = Field(900.0, description="How long a Veo generation may take.")
 
     submit_rate_limit: str = Field(
-        "120/minute", description="Job submissions allowed per API key (Flask-Limiter)."
+        "120/minute", description="Job submissions allowed per API key, e.g. 120/minute or 5000 per day."
     )
+
+    @field_validator("submit_rate_limit")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
 
     log_level: str = Field("INFO", description="Log level for API, workers and beat.")
 

@@ -91,6 +91,7 @@ def test_submissions_are_rate_limited_per_key(api_url: str, fresh_key: str, othe
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "rate_limited"
         assert 0 < int(refused.headers["Retry-After"]) <= 3600
+        assert (refused.headers["X-RateLimit-Limit"], refused.headers["X-RateLimit-Remaining"]) == ("2", "0")
         # Uploads share the submission budget; another key has its own.
         assert limited.post("/api/v1/uploads", files={"file": ("a.mp4", b"x")}).status_code == 429
         assert ApiClient(limited_url, other_api_key).post("/api/v1/jobs", json={}).status_code == 400

@@ -1,5 +1,5 @@
 """The pure parts of operations: cursors, wait estimates, SSE framing, the Flower launch rule,
-and the response models' status lists."""
+the response models' status lists, and the submission rate setting."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 
 from api.responses import JobStatus, StageStatus
 from models import JOB_STATUSES, STAGE_STATUSES
 from scripts.flower import FlowerConfigError, flower_command
+from services.config import Rate, Settings, parse_rate
 from services.events import format_sse, parse_last_event_id
 from services.operations import Cursor
 from services.queue_stats import estimate_wait
@@ -72,3 +74,22 @@ def test_flower_needs_credentials_unless_on_loopback() -> None:
             flower_command(env)
     # The password stays in the environment, which Flower reads itself: never on argv.
     assert "s3cret" not in " ".join(flower_command({"FLOWER_BASIC_AUTH": "admin:s3cret"}))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("120/minute", Rate(120, 60)),
+        ("2 per hour", Rate(2, 3600)),
+        ("10/5 minutes", Rate(10, 300)),
+        ("5000 per Day", Rate(5000, 86400)),
+    ],
+)
+def test_submit_rate_is_parsed(text: str, expected: Rate) -> None:
+    assert parse_rate(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "120", "0/minute", "ten/minute", "5/fortnight", "5/minute; 1/second"])
+def test_a_rate_that_cannot_be_read_stops_the_settings(text: str) -> None:
+    with pytest.raises(ValidationError, match="is not a rate"):
+        Settings(submit_rate_limit=text)

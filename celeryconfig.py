@@ -62,7 +62,6 @@ broker_connection_timeout = 2
 task_default_priority = 3
 # Events let Flower and /metrics see tasks as they run.
 worker_send_task_events = True
-task_send_sent_event = True
 # A fresh process per 100 tasks bounds what a leak in a codec library can cost.
 worker_max_tasks_per_child = 100
 

@@ -12,5 +12,7 @@ worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "8"))
 timeout = 60
 graceful_timeout = 30
-accesslog = "-"
+# No access log: the app logs every request itself, as JSON with its request id and duration
+# (a second line per request would cost a write under the same lock on the hot path).
+accesslog = None
 errorlog = "-"

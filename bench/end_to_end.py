@@ -103,7 +103,7 @@ def measure(
     transcodes, analyses, jobs = [], [], []
     for round_ in range(repeat):
         transcodes.append(bare_transcode(source, stack.root / "bare-hls"))
-        analyses.append(bare_analysis(source))
+        analyses.append(bare_analysis(source, stack.root / "bare-hls"))
         jobs.append(run_job(stack, key, receiver, source, timeout))
         print(
             f"  {source.name} #{round_ + 1}: bare transcode {transcodes[-1]:.2f} s, bare analysis"

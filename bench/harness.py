@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +41,7 @@ import requests
 
 from scripts.s3server import free_s3_port, start_weed, stop_weed
 from services.analysis import analyze_local
+from services.analyzers import smallest_picture
 from services.config import get_settings
 from services.ffmpeg import build_hls_command, run_ffmpeg
 from services.hls import storyboard_plan_for
@@ -346,10 +347,13 @@ def bare_transcode(source: Path, out_dir: Path) -> float:
     return time.perf_counter() - started
 
 
-def bare_analysis(source: Path) -> float:
+def bare_analysis(source: Path, hls_dir: Path) -> float:
+    """The local analysis as the analyze stage runs it: sound from the source, pictures from the
+    smallest rendition of `hls_dir` (what bare_transcode wrote)."""
     info = probe(source)
+    pictures = smallest_picture(hls_dir, [asdict(rendition) for rendition in plan_ladder(info, None)])
     started = time.perf_counter()
-    analyze_local(source, info)
+    analyze_local(source, info, pictures=pictures)
     return time.perf_counter() - started
 
 

@@ -172,7 +172,7 @@ def bare_jobs(clip: Path, work: Path, count: int) -> float:
     started = time.perf_counter()
     for _ in range(count):
         bare_transcode(clip, work)
-        bare_analysis(clip)
+        bare_analysis(clip, work)
     return time.perf_counter() - started
 
 

@@ -110,8 +110,15 @@ def parse_analysis_log(lines: Iterable[str], *, duration: float, frame_seconds: 
     return log
 
 
-def build_analysis_command(source: Path, info: MediaInfo) -> list[str]:
-    """The one ffmpeg pass that measures everything the probe says the file holds."""
+def build_analysis_command(source: Path, info: MediaInfo, *, pictures: Path | None = None) -> list[str]:
+    """The one ffmpeg pass that measures everything the probe says the file holds.
+
+    `pictures`, when given, is a smaller copy of the source's video (the lowest rendition's
+    media playlist) to look for black frames and cuts in: both detectors work on a picture
+    320 pixels wide, and decoding a 1080p source only to shrink it would cost more than
+    the rest of the analysis. Sound is always measured on the source itself, so loudness
+    and peaks are the uploaded file's, not an encoder's.
+    """
     args = [
         "ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
         "-protocol_whitelist", "file",
@@ -120,16 +127,23 @@ def build_analysis_command(source: Path, info: MediaInfo) -> list[str]:
         "-i", f"file:{source.absolute()}",
     ]  # fmt: skip
     if info.has_video:
+        video_input, retime = 0, []
+        if pictures is not None:
+            args += ["-i", f"file:{pictures.absolute()}"]
+            # A rendition starts where its AAC priming starts, a frame or so before its first
+            # picture; counting from the first picture puts times back on the source's clock.
+            video_input, retime = 1, ["setpts=PTS-STARTPTS"]
         # Capital V skips attached cover pictures, as the probe does. Detection runs on a small
         # picture: black frames and cuts survive downscaling and decoding dominates the cost anyway.
         video_filters = ",".join(
             [
+                *retime,
                 f"scale=w='min({ANALYSIS_WIDTH},iw)':h=-2",
                 f"blackdetect=d={BLACK_MIN_SECONDS}:pix_th={BLACK_PIXEL_THRESHOLD:.2f}",
                 f"scdet=threshold={SCENE_THRESHOLD:g}",
             ]
         )
-        args += ["-map", "0:V:0", "-vf", video_filters]
+        args += ["-map", f"{video_input}:V:0", "-vf", video_filters]
     if info.has_audio:
         # framelog=verbose moves ebur128's per-frame lines below our log level; only its
         # summary is printed.
@@ -214,9 +228,12 @@ def _remembering(lines: Iterable[str], tail: deque[str]) -> Iterator[str]:
         yield line
 
 
-def analyze_local(source: Path, info: MediaInfo, *, timeout: float = 600.0) -> dict[str, Any]:
-    """Measure `source` with ffmpeg; `analysis_failed` if it cannot be read, `timeout` if too slow."""
-    args = build_analysis_command(source, info)
+def analyze_local(
+    source: Path, info: MediaInfo, *, pictures: Path | None = None, timeout: float = 600.0
+) -> dict[str, Any]:
+    """Measure `source` (its video on `pictures` when given, see build_analysis_command) with
+    ffmpeg; `analysis_failed` if it cannot be read, `timeout` if too slow."""
+    args = build_analysis_command(source, info, pictures=pictures)
     try:
         process = subprocess.Popen(
             args,

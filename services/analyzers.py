@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,15 @@ class AnalysisInputs:
     work_dir: Path  # the analyze stage's own folder, empty at the start of each run
 
 
+def smallest_picture(hls_dir: Path, renditions: Sequence[dict[str, Any]]) -> Path | None:
+    """The media playlist of the smallest rendition with a picture; None for sound only."""
+    pictures = [rendition for rendition in renditions if rendition["width"] > 0]
+    if not pictures:
+        return None
+    smallest = min(pictures, key=lambda rendition: rendition["width"] * rendition["height"])
+    return hls_dir / str(smallest["name"]) / "index.m3u8"
+
+
 def default_backend(settings: Settings) -> str:
     return "gemini" if settings.google_api_key else "local"
 
@@ -47,7 +56,10 @@ def analyze_job(
     backend = options.get("backend") or default_backend(settings)
     if backend == "local":
         analysis = analyze_local(
-            inputs.source, probe(inputs.source), timeout=settings.time_limits("analyze")[0]
+            inputs.source,
+            probe(inputs.source),
+            pictures=smallest_picture(inputs.hls_dir, inputs.renditions),
+            timeout=settings.time_limits("analyze")[0],
         )
         return {"analysis": analysis, "captions": []}
     if backend == "gemini":

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from services.analysis import analyze_local
+from services.analyzers import smallest_picture
+from services.config import Settings
 from services.errors import AnalysisFailed
+from services.hls import transcode_to_hls
 from services.probe import AudioStream, MediaInfo, probe
 
 pytestmark = pytest.mark.integration
@@ -110,6 +113,36 @@ def test_audio_only_has_loudness_and_no_picture(tmp_path: Path) -> None:
     assert result["silences"] == []
     integrated = result["loudness"]["integrated_lufs"]
     assert math.isfinite(integrated) and -40 < integrated < 0
+
+
+def test_the_lowest_rendition_gives_the_sources_figures(black_then_picture: Path, tmp_path: Path) -> None:
+    """What the analyze stage runs: pictures from the smallest rendition of the transcode,
+    sound from the source. Times stay on the source's clock despite the rendition's priming."""
+    hls = tmp_path / "hls"
+    output = transcode_to_hls(
+        black_then_picture,
+        hls,
+        Settings(),
+        requested=None,
+        on_progress=lambda _: None,
+        should_stop=lambda: False,
+    )
+    rendition = smallest_picture(hls, output["renditions"])
+    assert (
+        rendition is not None
+        and rendition.parent.name == min(output["renditions"], key=lambda r: r["height"])["name"]
+    )
+    info = probe(black_then_picture)
+    from_source = analyze_local(black_then_picture, info)
+    from_rendition = analyze_local(black_then_picture, info, pictures=rendition)
+
+    [black] = from_rendition["black_segments"]
+    assert near(black["start"], 0.0) and near(black["end"], 1.0)
+    assert from_rendition["silences"] == from_source["silences"]
+    assert from_rendition["loudness"] == from_source["loudness"]
+    assert len(from_rendition["scene_cuts"]) == len(from_source["scene_cuts"])
+    for mine, theirs in zip(from_rendition["scene_cuts"], from_source["scene_cuts"], strict=True):
+        assert abs(mine["time"] - theirs["time"]) <= 1 / 30
 
 
 def test_a_slow_analysis_is_killed(black_then_picture: Path) -> None:

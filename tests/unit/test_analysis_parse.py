@@ -234,3 +234,18 @@ def test_the_command_runs_only_the_filters_for_streams_present() -> None:
     video_only = build_analysis_command(source, media(audio=False))
     assert "-af" not in video_only
     assert "0:a:0" not in video_only
+
+
+def test_pictures_come_from_the_rendition_and_sound_from_the_source() -> None:
+    source, rendition = Path("/media/a.mp4"), Path("/work/hls/240p/index.m3u8")
+    command = build_analysis_command(source, media(), pictures=rendition)
+    inputs = [command[i + 1] for i, arg in enumerate(command) if arg == "-i"]
+    assert inputs == ["file:/media/a.mp4", "file:/work/hls/240p/index.m3u8"]
+    maps = [command[i + 1] for i, arg in enumerate(command) if arg == "-map"]
+    assert maps == ["1:V:0", "0:a:0"]
+    # The rendition's clock starts at its AAC priming; counting from its first picture fixes that.
+    assert command[command.index("-vf") + 1].startswith("setpts=PTS-STARTPTS,scale=")
+
+    # Sound only: there is no picture to read, so the rendition is not opened at all.
+    audio_only = build_analysis_command(source, media(video=False), pictures=rendition)
+    assert [arg for arg in audio_only if arg.startswith("file:")] == ["file:/media/a.mp4"]

@@ -79,7 +79,8 @@ chaos: bootstrap
 # Every bench/*.py that is a script (harness and helpers are not) runs in turn; each appends
 # its own markdown section to bench/results.md, and a script that does not gets its output
 # there in a code block. One failing bench does not stop the others; make fails at the end.
-bench: bootstrap
+bench:
+	@bash scripts/bootstrap.sh --bench
 	@shopt -s nullglob; results=bench/results.md; status=0; \
 	{ echo "# Benchmark results"; echo; \
 	  echo "Written by \`make bench\` on $$(date -u '+%Y-%m-%d %H:%M UTC'); host: $$(nproc) cores," \

@@ -4,13 +4,16 @@
 # PostgreSQL and Redis answering, and the database of DATABASE_URL. Says nothing
 # when there is nothing to do, one line per step it takes, and everything it knows on failure.
 # --no-services stops after the virtualenv (for `make lint`, which needs no database).
+# --bench also installs wrk, the HTTP load generator `make bench` drives the API with.
 set -euo pipefail
 
 WITH_SERVICES=1
+WITH_BENCH=0
 case "${1:-}" in
     "") ;;
     --no-services) WITH_SERVICES=0 ;;
-    *) echo "usage: $0 [--no-services]" >&2; exit 2 ;;
+    --bench) WITH_BENCH=1 ;;
+    *) echo "usage: $0 [--no-services | --bench]" >&2; exit 2 ;;
 esac
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -209,6 +212,7 @@ ensure_venv
 [ "$WITH_SERVICES" -eq 1 ] || exit 0
 install_node_packages
 install_chromium
+if [ "$WITH_BENCH" -eq 1 ] && ! command -v wrk >/dev/null 2>&1; then apt_install wrk wrk; fi
 addresses=$(service_addresses) || die "could not read DATABASE_URL / REDIS_URL"
 read -r PG_HOST PG_PORT REDIS_HOST REDIS_PORT <<<"$addresses"
 ensure_postgres "$PG_HOST" "$PG_PORT"

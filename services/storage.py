@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,10 @@ CONTENT_TYPES = {
 # Playlists change on every re-run of a job; segments never change once written.
 PLAYLIST_CACHE = "public, max-age=60"
 SEGMENT_CACHE = "public, max-age=31536000, immutable"
+# Objects of one publish tier sent side by side: a PUT is mostly waiting on the network, and a
+# long video has thousands of segments. Each large file's multipart upload adds its own threads.
+PUBLISH_CONCURRENCY = 8
+MULTIPART_CONCURRENCY = 4
 
 
 def make_delivery(settings: Settings) -> Delivery:
@@ -52,6 +57,8 @@ def make_s3_client(settings: Settings, *, timeout: float = 60.0, attempts: int =
             retries={"max_attempts": attempts, "mode": "standard"},
             connect_timeout=min(timeout, 5.0),
             read_timeout=timeout,
+            # Enough connections for every file and multipart thread publish_tree runs at once.
+            max_pool_connections=PUBLISH_CONCURRENCY * MULTIPART_CONCURRENCY,
         ),
     )
 
@@ -90,17 +97,21 @@ def content_type(path: Path) -> str:
     return CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
-def publish_order(files: Iterable[Path]) -> list[Path]:
-    """Segments and images first, then media playlists and WebVTT, the master last: a player
-    that finds the master never finds a playlist whose segments are missing."""
+def publish_tiers(files: Iterable[Path]) -> list[list[Path]]:
+    """Segments and images, then media playlists and WebVTT, then the master: a tier is sent
+    only once the one before is complete, so a player that finds the master never finds a
+    playlist whose segments are missing. Within a tier the order does not matter."""
 
-    def rank(path: Path) -> tuple[int, str]:
+    def tier(path: Path) -> int:
         if path.name == "master.m3u8":
-            return (2, str(path))
+            return 2
         # A storyboard's WebVTT names its sprite the way a playlist names segments.
-        return (1 if path.suffix in (".m3u8", ".vtt") else 0, str(path))
+        return 1 if path.suffix in (".m3u8", ".vtt") else 0
 
-    return sorted(files, key=rank)
+    tiers: list[list[Path]] = [[], [], []]
+    for path in sorted(files):
+        tiers[tier(path)].append(path)
+    return [paths for paths in tiers if paths]
 
 
 def rewrite_playlist(text: str, url_for: Callable[[str], str]) -> str:
@@ -163,38 +174,57 @@ class Delivery:
 def publish_tree(
     delivery: Delivery, local_dir: Path, prefix: str, on_progress: Callable[[float], None] | None = None
 ) -> dict[str, str]:
-    """Upload every file under local_dir to prefix/…, in publish order; returns key by relative path.
+    """Upload every file under local_dir to prefix/…, tier by tier (publish_tiers), the files of
+    a tier side by side; returns key by relative path.
 
     With signed delivery, playlists and storyboards are rewritten to carry signed URLs of what
     they reference.
     """
-    config = TransferConfig(multipart_threshold=delivery.multipart_threshold, max_concurrency=4)
-    files = publish_order(p for p in local_dir.rglob("*") if p.is_file())
-    keys = {str(path.relative_to(local_dir)): f"{prefix}/{path.relative_to(local_dir)}" for path in files}
-    try:
-        for done, path in enumerate(files, 1):
-            relative = str(path.relative_to(local_dir))
-            rewrite = REWRITERS.get(path.suffix)
-            extra = {
-                "ContentType": content_type(path),
-                "CacheControl": PLAYLIST_CACHE if rewrite else SEGMENT_CACHE,
-            }
-            if rewrite and delivery.signed:
-                parent = Path(relative).parent
+    config = TransferConfig(
+        multipart_threshold=delivery.multipart_threshold, max_concurrency=MULTIPART_CONCURRENCY
+    )
+    tiers = publish_tiers(p for p in local_dir.rglob("*") if p.is_file())
+    keys = {
+        str(path.relative_to(local_dir)): f"{prefix}/{path.relative_to(local_dir).as_posix()}"
+        for paths in tiers
+        for path in paths
+    }
+    total = len(keys)
 
-                def signed_url(uri: str, parent: Path = parent) -> str:
-                    return delivery.url(f"{prefix}/{(parent / uri).as_posix()}")
+    def send(path: Path) -> None:
+        relative = str(path.relative_to(local_dir))
+        rewrite = REWRITERS.get(path.suffix)
+        extra = {
+            "ContentType": content_type(path),
+            "CacheControl": PLAYLIST_CACHE if rewrite else SEGMENT_CACHE,
+        }
+        if rewrite and delivery.signed:
+            parent = Path(relative).parent
 
-                body = rewrite(path.read_text(), signed_url).encode()
-                delivery.client.put_object(Bucket=delivery.bucket, Key=keys[relative], Body=body, **extra)
-            else:
-                delivery.client.upload_file(
-                    str(path), delivery.bucket, keys[relative], ExtraArgs=extra, Config=config
-                )
-            if on_progress is not None:
-                on_progress(100.0 * done / len(files))
-    except (BotoCoreError, ClientError) as exc:
-        raise StorageFailed(f"Publishing to the delivery bucket failed: {exc}") from exc
+            def signed_url(uri: str) -> str:
+                return delivery.url(f"{prefix}/{(parent / uri).as_posix()}")
+
+            body = rewrite(path.read_text(), signed_url).encode()
+            delivery.client.put_object(Bucket=delivery.bucket, Key=keys[relative], Body=body, **extra)
+        else:
+            delivery.client.upload_file(
+                str(path), delivery.bucket, keys[relative], ExtraArgs=extra, Config=config
+            )
+
+    done = 0
+    with ThreadPoolExecutor(PUBLISH_CONCURRENCY, thread_name_prefix="publish") as pool:
+        for paths in tiers:
+            futures = [pool.submit(send, path) for path in paths]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+                    done += 1
+                    if on_progress is not None:
+                        on_progress(100.0 * done / total)
+            except (BotoCoreError, ClientError) as exc:
+                for future in futures:
+                    future.cancel()
+                raise StorageFailed(f"Publishing to the delivery bucket failed: {exc}") from exc
     return keys
 
 

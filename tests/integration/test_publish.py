@@ -1,0 +1,79 @@
+"""Publishing to the real S3 server: files of a tier go up side by side, tiers one after the
+other, so the master playlist is never readable before what it lists."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.config import get_settings
+from services.storage import Delivery, ensure_bucket, make_s3_client, publish_tiers, publish_tree
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "conveyor-publish-tests"
+
+
+def hls_tree(root: Path) -> Path:
+    for rendition in ("240p", "360p", "720p"):
+        folder = root / rendition
+        folder.mkdir(parents=True)
+        for n in range(4):
+            (folder / f"seg_{n:05d}.ts").write_bytes(bytes([n]) * 1000)
+        (folder / "index.m3u8").write_text(
+            "#EXTM3U\n" + "".join(f"#EXTINF:4.0,\nseg_{n:05d}.ts\n" for n in range(4))
+        )
+    (root / "poster.jpg").write_bytes(b"\xff\xd8" + b"\0" * 500)
+    (root / "storyboard.vtt").write_text("WEBVTT\n\n00:00.000 --> 00:04.000\nsprite.jpg#xywh=0,0,160,90\n")
+    (root / "sprite.jpg").write_bytes(b"\xff\xd8" + b"\0" * 500)
+    (root / "master.m3u8").write_text("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n240p/index.m3u8\n")
+    return root
+
+
+def test_tiers_put_the_master_last_and_playlists_after_their_segments(tmp_path: Path) -> None:
+    tiers = publish_tiers((hls_tree(tmp_path)).rglob("*.*"))
+    names = [sorted({path.suffix for path in tier}) for tier in tiers]
+    assert names == [[".jpg", ".ts"], [".m3u8", ".vtt"], [".m3u8"]]
+    assert [path.name for path in tiers[2]] == ["master.m3u8"]
+
+
+def test_a_tier_is_complete_before_the_next_one_starts(s3_server: str, tmp_path: Path) -> None:
+    client = make_s3_client(get_settings())
+    ensure_bucket(client, BUCKET)
+    clock, lock = itertools.count(), threading.Lock()
+    started: dict[str, int] = {}
+    finished: dict[str, int] = {}
+
+    def on_start(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["published_key"] = params["Key"]
+        with lock:
+            started[params["Key"]] = next(clock)
+
+    def on_finish(context: dict[str, Any], **_: Any) -> None:
+        with lock:
+            finished[context["published_key"]] = next(clock)
+
+    client.meta.events.register("provide-client-params.s3.PutObject", on_start)
+    client.meta.events.register("after-call.s3.PutObject", on_finish)
+    delivery = Delivery(client=client, bucket=BUCKET, public_base_url=None, presign_seconds=600)
+    progress: list[float] = []
+    keys = publish_tree(delivery, hls_tree(tmp_path / "hls"), "jobs/one", progress.append)
+
+    assert set(started) == set(finished) == set(keys.values())
+    assert len(keys) == 3 * 5 + 4
+    assert progress[-1] == 100.0 and progress == sorted(progress)
+    tiers = [
+        [keys[str(path.relative_to(tmp_path / "hls"))] for path in tier]
+        for tier in publish_tiers((tmp_path / "hls").rglob("*.*"))
+    ]
+    for earlier, later in itertools.pairwise(tiers):
+        assert max(finished[key] for key in earlier) < min(started[key] for key in later)
+    # Signed delivery: the stored media playlist links each segment by a signed URL.
+    stored = client.get_object(Bucket=BUCKET, Key="jobs/one/360p/index.m3u8")
+    assert stored["ContentType"] == "application/vnd.apple.mpegurl"
+    lines = stored["Body"].read().decode().splitlines()
+    assert next(line for line in lines if "seg_00000.ts" in line).startswith("http")

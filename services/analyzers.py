@@ -13,7 +13,7 @@ from services.config import Settings
 from services.errors import AnalysisFailed
 from services.gemini import analyze_video, pick_rendition, rendition_to_mp4
 from services.google_ai import gemini_client
-from services.probe import probe
+from services.probe import MediaInfo
 from services.storage import Delivery
 
 BACKENDS = ("local", "gemini")
@@ -24,6 +24,7 @@ class AnalysisInputs:
     """What earlier stages left for the analysis."""
 
     source: Path  # the original, in the workspace
+    info: MediaInfo  # the original as the fetch stage probed it
     hls_dir: Path  # the transcode's output (master.m3u8, <rendition>/index.m3u8)
     renditions: list[dict[str, Any]]
     prefix: str  # where the upload stage published the stream
@@ -57,7 +58,7 @@ def analyze_job(
     if backend == "local":
         analysis = analyze_local(
             inputs.source,
-            probe(inputs.source),
+            inputs.info,
             pictures=smallest_picture(inputs.hls_dir, inputs.renditions),
             timeout=settings.time_limits("analyze")[0],
         )
@@ -87,7 +88,7 @@ def _analyze_with_gemini(
 ) -> dict[str, Any]:
     rendition = pick_rendition(inputs.renditions)
     media_playlist = inputs.hls_dir / rendition["name"] / "index.m3u8"
-    duration = probe(inputs.source).duration
+    duration = inputs.info.duration
     video = rendition_to_mp4(
         media_playlist,
         inputs.work_dir / f"{rendition['name']}.mp4",

@@ -1,4 +1,4 @@
-"""The transcode stage's work: probe, plan, run one ffmpeg, measure, write the master and stills."""
+"""The transcode stage's work: plan, run one ffmpeg, measure, write the master and stills."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from services.playlists import (
     parse_media_playlist,
     write_master_playlist,
 )
-from services.probe import MediaInfo, probe, probe_limits
+from services.probe import MediaInfo
 from services.storyboard import (
     POSTER_FILE,
     SPRITE_FILE,
@@ -74,12 +74,14 @@ def transcode_to_hls(
     out_dir: Path,
     settings: Settings,
     *,
+    info: MediaInfo,
     requested: Sequence[str] | None,
     segment_format: SegmentFormat = "ts",
     on_progress: Callable[[float], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
     """Write master.m3u8, one folder per rendition, the poster and the storyboard into out_dir.
+    `info` is the source as the fetch stage probed it, within the probe limits.
 
     Returns what the stage records: the renditions with their measured bit rates, the segment
     format and the stills' file names. On any way out but success out_dir is removed: half a
@@ -88,7 +90,6 @@ def transcode_to_hls(
     try:
         # ffmpeg's HLS muxer makes the rendition folders, but the image muxer makes none.
         out_dir.mkdir(parents=True, exist_ok=True)
-        info = probe(source, probe_limits(settings), memory_limit_bytes=settings.ffmpeg_memory_limit_bytes)
         renditions = plan_ladder(info, requested)
         storyboard = storyboard_plan_for(info, settings)
         args = build_hls_command(

@@ -68,6 +68,17 @@ class MediaInfo:
     def has_audio(self) -> bool:
         return self.audio is not None
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> MediaInfo:
+        """The MediaInfo a stage recorded with dataclasses.asdict (the fetch stage's `media`):
+        later stages read the source's facts from it instead of probing the file again."""
+        video, audio = record.get("video"), record.get("audio")
+        return cls(
+            **{key: value for key, value in record.items() if key not in ("video", "audio")},
+            video=VideoStream(**video) if video else None,
+            audio=AudioStream(**audio) if audio else None,
+        )
+
     @property
     def demuxer(self) -> str:
         """The demuxer's primary name (``mov`` for ``mov,mp4,m4a,…``), as ffmpeg's ``-f`` takes it."""

@@ -3,6 +3,7 @@
 from typing import Any
 
 from services.analyzers import AnalysisInputs, analyze_job
+from services.probe import MediaInfo
 from tasks.base import StageContext, stage_task
 from tasks.runtime import delivery
 
@@ -11,6 +12,7 @@ from tasks.runtime import delivery
 def analyze(ctx: StageContext) -> dict[str, Any]:
     inputs = AnalysisInputs(
         source=ctx.workspace.resolve(ctx.outputs["fetch"]["path"]),
+        info=MediaInfo.from_record(ctx.outputs["fetch"]["media"]),
         hls_dir=ctx.workspace.resolve(ctx.outputs["transcode"]["hls_dir"]),
         renditions=ctx.outputs["transcode"]["renditions"],
         prefix=ctx.outputs["upload"]["prefix"],

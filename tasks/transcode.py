@@ -4,6 +4,7 @@ the storyboard."""
 from typing import Any
 
 from services.hls import transcode_to_hls
+from services.probe import MediaInfo
 from tasks.base import StageContext, stage_task
 
 
@@ -15,6 +16,7 @@ def transcode(ctx: StageContext) -> dict[str, Any]:
         source,
         out_dir,
         ctx.settings,
+        info=MediaInfo.from_record(ctx.outputs["fetch"]["media"]),
         requested=ctx.options.get("renditions"),
         segment_format=ctx.options.get("segment_format") or "ts",
         on_progress=ctx.progress,

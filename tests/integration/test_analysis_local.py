@@ -123,6 +123,7 @@ def test_the_lowest_rendition_gives_the_sources_figures(black_then_picture: Path
         black_then_picture,
         hls,
         Settings(),
+        info=probe(black_then_picture),
         requested=None,
         on_progress=lambda _: None,
         should_stop=lambda: False,

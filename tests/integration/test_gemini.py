@@ -16,6 +16,7 @@ from services.errors import Canceled, ConveyorError
 from services.gemini import VideoAnalysis, analyze_video, pick_rendition, rendition_to_mp4
 from services.google_ai import gemini_client
 from services.hls import transcode_to_hls
+from services.probe import probe
 from tests.gemini_server import ANALYSIS, FakeGoogle, serving, settings_for
 from tests.media import make_clip
 
@@ -43,7 +44,13 @@ def hls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, 
     out = folder / "out"
     out.mkdir()
     transcoded = transcode_to_hls(
-        source, out, get_settings(), requested=None, on_progress=lambda _: None, should_stop=lambda: False
+        source,
+        out,
+        get_settings(),
+        info=probe(source),
+        requested=None,
+        on_progress=lambda _: None,
+        should_stop=lambda: False,
     )
     return out, transcoded["renditions"]
 

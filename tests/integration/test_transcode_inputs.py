@@ -15,6 +15,7 @@ import pytest
 
 from services.config import Settings
 from services.hls import transcode_to_hls
+from services.probe import probe, probe_limits
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +44,12 @@ def lavfi_clip(
 
 
 def transcode(source: Path, out: Path, requested: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+    settings = Settings(segment_seconds=SEGMENT_SECONDS, **kwargs)
     return transcode_to_hls(
         source,
         out,
-        Settings(segment_seconds=SEGMENT_SECONDS, **kwargs),
+        settings,
+        info=probe(source, probe_limits(settings)),
         requested=requested,
         on_progress=lambda _: None,
         should_stop=lambda: False,
@@ -247,6 +250,7 @@ def test_fmp4_segments_and_init_sections(tmp_path: Path) -> None:
         source,
         tmp_path / "hls",
         Settings(segment_seconds=SEGMENT_SECONDS),
+        info=probe(source),
         requested=None,
         segment_format="fmp4",
         on_progress=lambda _: None,

@@ -56,7 +56,13 @@ def transcoded(tmp_path_factory: pytest.TempPathFactory) -> Transcoded:
     # CODECS string that stops matching the encoder's profile and level, shows up here.
     settings = Settings(segment_seconds=SEGMENT_SECONDS, x264_preset="veryfast")
     output = transcode_to_hls(
-        source, out_dir, settings, requested=None, on_progress=progress.append, should_stop=lambda: False
+        source,
+        out_dir,
+        settings,
+        info=probe(source),
+        requested=None,
+        on_progress=progress.append,
+        should_stop=lambda: False,
     )
     return Transcoded(output, out_dir, progress)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from typing import Any
 
 import pytest
 
 from services.errors import InvalidMedia, TooLarge
-from services.probe import ProbeLimits, accepted_demuxers, parse_probe
+from services.probe import MediaInfo, ProbeLimits, accepted_demuxers, parse_probe
 
 LIMITS = ProbeLimits(max_duration_seconds=3600, max_pixels=1920 * 1080, max_streams=4)
 
@@ -116,3 +118,13 @@ def test_accepted_demuxers_drop_the_refused_ones() -> None:
   E mp4             MP4 (MPEG-4 Part 14)
 """
     assert accepted_demuxers(listing) == ["aac", "mov", "mp4", "m4a", "3gp", "3g2", "mj2"]
+
+
+def test_a_recorded_probe_reads_back_as_the_same_media_info() -> None:
+    """The fetch stage records asdict(info); transcode and analyze rebuild it instead of probing."""
+    for info in (
+        parse_probe(probed(video_stream(1920, 1080), audio_stream())),
+        parse_probe(probed(audio_stream(), fmt="mp3")),
+        parse_probe(probed(video_stream(avg_frame_rate="2961/100", r_frame_rate="30/1"))),
+    ):
+        assert MediaInfo.from_record(json.loads(json.dumps(asdict(info)))) == info

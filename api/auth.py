@@ -9,8 +9,8 @@ from flask import current_app, g, request
 from api.db import db
 from api.errors import ApiError
 from api.openapi import operation_of
-from models import ApiKey, Job
-from services.apikeys import find_key
+from models import Job
+from services.apikeys import Caller, find_key
 from services.jobs import get_job
 
 
@@ -31,8 +31,8 @@ def authenticate() -> None:
         raise ApiError("forbidden", "This route needs an admin key.")
 
 
-def caller() -> ApiKey:
-    key: ApiKey = g.caller
+def caller() -> Caller:
+    key: Caller = g.caller
     return key
 
 

@@ -252,12 +252,16 @@ def run_ffmpeg(
     timeout: float | None = None,
     memory_limit_bytes: int | None = None,
     poll_seconds: float = 0.5,
+    written_seconds: Callable[[], float] | None = None,
 ) -> None:
     """Run an ffmpeg command that prints ``-progress pipe:1``; raise on stop, timeout or failure.
 
     ``on_progress`` gets a rising percentage of ``duration``; 100 is reserved for success so a
-    stage never shows "done" for a run that then fails. The whole process group is killed on
-    any way out, so no ffmpeg outlives the call.
+    stage never shows "done" for a run that then fails. ``written_seconds``, asked once per
+    poll, is a second measure of progress (seconds of output complete on disk) for commands
+    whose ``-progress`` report ffmpeg holds back: it prints none until every output has
+    written its header. The whole process group is killed on any way out, so no ffmpeg
+    outlives the call.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     lines: queue.Queue[str | None] = queue.Queue()
@@ -290,17 +294,29 @@ def run_ffmpeg(
     ]
     for reader in readers:
         reader.start()
-    reported = -1.0
-    next_stop_check = time.monotonic()
+    reported = 0.0
+
+    def report(seconds: float) -> None:
+        nonlocal reported
+        if duration <= 0 or on_progress is None:
+            return
+        percent = min(99.9, max(0.0, seconds / duration * 100))
+        if percent > reported:
+            reported = percent
+            on_progress(percent)
+
+    next_poll = time.monotonic()
     try:
         stdout_open = True
         while stdout_open or process.poll() is None:
             # should_stop may cost a database read, so it is asked once per poll, not per line.
-            if should_stop is not None and time.monotonic() >= next_stop_check:
-                next_stop_check = time.monotonic() + poll_seconds
-                if should_stop():
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + poll_seconds
+                if should_stop is not None and should_stop():
                     _kill_group(process)
                     raise Canceled("The transcode was canceled.")
+                if written_seconds is not None:
+                    report(written_seconds())
             if deadline is not None and time.monotonic() >= deadline:
                 _kill_group(process)
                 raise StageTimeout(f"ffmpeg ran longer than {timeout:g} s and was stopped.")
@@ -317,12 +333,8 @@ def run_ffmpeg(
                 stdout_open = False
                 continue
             seconds = _out_time_seconds(line)
-            if seconds is None or duration <= 0 or on_progress is None:
-                continue
-            percent = min(99.9, max(0.0, seconds / duration * 100))
-            if percent > reported:
-                reported = percent
-                on_progress(percent)
+            if seconds is not None:
+                report(seconds)
     finally:
         _kill_group(process)
         for reader in readers:

@@ -34,6 +34,26 @@ from services.storyboard import (
 STOP_POLL_SECONDS = 0.2
 
 
+class SegmentsWritten:
+    """Seconds of one rendition complete on disk (segment n is, once n + 1 exists).
+
+    The transcode's progress until the storyboard is done: ffmpeg prints no ``-progress``
+    report before every output has written its header, and the sprite's header comes only
+    with its last thumbnail, near the end of the video.
+    """
+
+    def __init__(self, folder: Path, segment_format: SegmentFormat, segment_seconds: int) -> None:
+        self.folder = folder
+        self.suffix = ".m4s" if segment_format == "fmp4" else ".ts"
+        self.segment_seconds = segment_seconds
+        self.complete = 0
+
+    def __call__(self) -> float:
+        while (self.folder / f"seg_{self.complete + 1:05d}{self.suffix}").exists():
+            self.complete += 1
+        return float(self.complete * self.segment_seconds)
+
+
 def measure_variant(media_dir: Path) -> Bitrates:
     """Peak and average bit rate of one written variant, from its segments' real sizes."""
     playlist = parse_media_playlist((media_dir / MEDIA_PLAYLIST).read_text())
@@ -111,6 +131,9 @@ def transcode_to_hls(
             timeout=settings.time_limits("transcode")[0],
             memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
             poll_seconds=STOP_POLL_SECONDS,
+            written_seconds=SegmentsWritten(
+                out_dir / renditions[0].name, segment_format, settings.segment_seconds
+            ),
         )
         measured = [measure_variant(out_dir / rendition.name) for rendition in renditions]
         master = write_master_playlist(renditions, info.has_audio, measured, fmp4=segment_format == "fmp4")

@@ -40,7 +40,9 @@ def transcode_row(sessions: sessionmaker[Session], job_id: str) -> JobStage:
 def test_sigterm_releases_a_long_stage_after_the_grace_period(
     io_worker: WorkerProcess, client: ApiClient, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    clip = make_clip(tmp_path / "long.mp4", width=1280, height=720, seconds=20)
+    # Long enough that the transcode is still far from done a grace period after its first
+    # progress (which comes with its first complete segment).
+    clip = make_clip(tmp_path / "long.mp4", width=1280, height=720, seconds=30)
     leaving = start_worker("graceful-video-1", "video", concurrency=1, env={"SHUTDOWN_GRACE_SECONDS": "1"})
     job_id = client.upload(clip, {"renditions": ["360p", "720p"]}).json()["id"]
     wait_until(

@@ -133,6 +133,28 @@ def test_progress_rises_and_ends_at_100(transcoded: Transcoded) -> None:
     assert all(0 <= p < 100 for p in progress[:-1])
 
 
+def test_progress_comes_with_the_segments_long_before_the_storyboard(tmp_path: Path) -> None:
+    """ffmpeg holds back its -progress report until every output has a header, and the sprite
+    gets one only with its last thumbnail (here at 15 s of 20 s, the storyboard taking one
+    every 5 s): the transcode reports progress from its complete segments before that."""
+    source = make_clip(tmp_path / "clip.mp4", "640x360", 20, audio=True)
+    settings = Settings(segment_seconds=2, storyboard_interval_seconds=5)
+    progress: list[float] = []
+    output = transcode_to_hls(
+        source,
+        tmp_path / "hls",
+        settings,
+        info=probe(source),
+        requested=None,
+        on_progress=progress.append,
+        should_stop=lambda: False,
+    )
+    assert output["storyboard"]["count"] == 4
+    assert progress == sorted(progress) and progress[-1] == 100.0
+    assert 0 < progress[0] < 75
+    assert len([p for p in progress if p < 75]) >= 3
+
+
 def test_the_720p_playlist_decodes(transcoded: Transcoded) -> None:
     done = subprocess.run(
         ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",

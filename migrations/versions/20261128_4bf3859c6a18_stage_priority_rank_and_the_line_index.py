@@ -6,7 +6,7 @@ backlog. The rank now sits on the stage row (it never changes after submission) 
 partial index over queued stages holds the line in the order Redis serves it.
 
 Adding a column with a constant default rewrites nothing (PostgreSQL 11+); only stages of
-high and low priority jobs are touched by the backfill.
+high and low priority jobs are touched by the backfill, and the index is built concurrently.
 
 Revision ID: 4bf3859c6a18
 Revises: 7ce247096b9c
@@ -37,15 +37,20 @@ def upgrade() -> None:
         WHERE job.id = stage.job_id AND job.options ->> 'priority' IN ('high', 'low')
         """
     )
-    op.create_index(
-        "ix_job_stages_line",
-        "job_stages",
-        ["name", "priority_rank", "available_at", "id"],
-        unique=False,
-        postgresql_where=sa.text("status = 'queued'"),
-    )
+    # Built without blocking writes (job_stages is the busiest table): CONCURRENTLY cannot run
+    # inside a transaction, so this step commits what came before and runs on its own.
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_job_stages_line",
+            "job_stages",
+            ["name", "priority_rank", "available_at", "id"],
+            unique=False,
+            postgresql_where=sa.text("status = 'queued'"),
+            postgresql_concurrently=True,
+        )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_job_stages_line", table_name="job_stages", postgresql_where=sa.text("status = 'queued'"))
+    with op.get_context().autocommit_block():
+        op.drop_index("ix_job_stages_line", table_name="job_stages", postgresql_concurrently=True)
     op.drop_column("job_stages", "priority_rank")

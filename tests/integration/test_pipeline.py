@@ -89,3 +89,40 @@ def test_upload_to_hls_analysis_and_webhook(
     assert payload["data"]["id"] == job["id"]
     assert payload["data"]["result"]["playback_url"] == result["playback_url"]
     assert headers["webhook-id"].startswith(f"msg_{job['id'].replace('-', '')}_")
+
+
+def test_a_sound_only_upload_goes_through_all_five_stages(
+    client: ApiClient, workers: WorkerProcess, tmp_path: Path
+) -> None:
+    """No picture: an audio rendition, no poster or storyboard, and an analysis of the sound
+    alone (1 s tone, 1 s silence, 1 s tone)."""
+    tone = tmp_path / "tone.m4a"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=1",
+         "-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono:d=1",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=1",
+         "-filter_complex", "[0:a][1:a][2:a]concat=n=3:v=0:a=1[a]", "-map", "[a]",
+         "-c:a", "aac", "-b:a", "96k", str(tone)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    job = client.wait_for_job(client.upload(tone).json()["id"])
+    assert job["status"] == "succeeded", job
+    assert all(stage["status"] == "succeeded" for stage in job["stages"][:4]), job["stages"]
+
+    result = job["result"]
+    [rendition] = result["renditions"]
+    assert (rendition["width"], rendition["height"]) == (None, None)
+    assert result["poster_url"] is None and result["storyboard"] is None
+    master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text)
+    [variant] = master.playlists
+    media = m3u8.loads(requests.get(variant.uri, timeout=10).text)
+    assert abs(sum(segment.duration for segment in media.segments) - 3.0) < 0.2
+    assert requests.get(media.segments[0].uri, timeout=10).status_code == 200
+
+    analysis = result["analysis"]
+    assert (analysis["has_video"], analysis["has_audio"]) == (False, True)
+    assert analysis["scene_cuts"] == analysis["black_segments"] == []
+    [silence] = analysis["silences"]
+    assert abs(silence["start"] - 1.0) <= 0.15 and abs(silence["end"] - 2.0) <= 0.15
+    assert analysis["loudness"]["integrated_lufs"] < 0

@@ -18,6 +18,7 @@ import base64
 import contextlib
 import json
 import os
+import runpy
 import secrets
 import shutil
 import signal
@@ -230,13 +231,11 @@ class Stack:
 
     # -- the API -------------------------------------------------------------------------------
 
-    def start_api(self, workers: int | None = None) -> str:
-        """gunicorn as `make run` starts it, at its default worker count unless told otherwise."""
+    def start_api(self) -> str:
+        """gunicorn as `make run` starts it (gunicorn.conf.py), returned once every worker runs."""
         self.stop_api()
         port = free_port()
         args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"]
-        if workers is not None:
-            args += ["--workers", str(workers)]
         self.api = self._spawn("api", [*args, "api:create_app()"])
         url = f"http://127.0.0.1:{port}"
 
@@ -248,7 +247,9 @@ class Stack:
             return False
 
         wait_until(answers, timeout=60, what="the API to answer /livez")
-        expected = workers or 1
+        # A load started while one worker still boots would pin every keep-alive connection to
+        # the other one.
+        expected = int(runpy.run_path(str(REPO / "gunicorn.conf.py"))["workers"])
         wait_until(
             lambda: self.api is not None and len(self.api.python_children()) >= expected,
             timeout=30,

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
 from models import STAGE_NAMES, Base, Job, JobStage
-from services.queue_stats import Waiting, line_figures, priority_rank_of, recent_means, waiting_from
+from services.queue_stats import Waiting, line_figures, priority_rank, recent_means, waiting_from
 
 # How much of a job's overall progress each stage accounts for (notify is delivery only).
 STAGE_WEIGHTS: dict[str, float] = {"fetch": 10, "transcode": 60, "upload": 15, "analyze": 15, "notify": 0}
@@ -96,7 +96,7 @@ def create_job(
         "owner_id": owner_id,
         "source": source,
         "options": options,
-        "rank": priority_rank_of(options),
+        "rank": priority_rank(options.get("priority", "normal")),
     }
     # Core, not the ORM: nothing here needs the identity map, and this path is hot.
     created_at, updated_at, ahead, running = (

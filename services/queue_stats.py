@@ -101,10 +101,13 @@ def estimate_wait(ahead: int, running: int, mean_seconds: float | None) -> float
     return round(mean_seconds * (ahead + running) / max(1, running), 1)
 
 
-def priority_rank_of(options: dict[str, Any]) -> int:
-    """0 for high, 1 for normal (or none), 2 for low: the order Redis serves them in (each
-    stage row keeps it as priority_rank)."""
-    return {"high": 0, "low": 2}.get(str(options.get("priority", "normal")), 1)
+PRIORITY_RANKS = {"high": 0, "normal": 1, "low": 2}
+
+
+def priority_rank(priority: object) -> int:
+    """0 for high, 1 for normal (or anything unknown), 2 for low: the order Redis serves them
+    in. Each stage row keeps it as priority_rank; the broker's priority is derived from it."""
+    return PRIORITY_RANKS.get(str(priority), 1)
 
 
 class RecentMeans:

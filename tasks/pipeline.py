@@ -11,18 +11,20 @@ from celery.canvas import Signature
 from kombu.exceptions import OperationalError
 
 from models import STAGE_NAMES
+from services.queue_stats import priority_rank
 from tasks import app
 
 log = logging.getLogger(__name__)
 
 
-# Redis serves lower numbers first (kombu's priority steps 0, 3, 6, 9).
-PRIORITIES = {"high": 0, "normal": 3, "low": 6}
+def broker_priority(priority: str) -> int:
+    """Redis serves lower numbers first; kombu's priority steps are 0, 3, 6, 9, one per rank."""
+    return 3 * priority_rank(priority)
 
 
 def stage_signature(job_id: uuid.UUID, stage: str, priority: str = "normal") -> Signature:
     return app.signature(
-        f"pipeline.{stage}", args=(str(job_id),), immutable=True, priority=PRIORITIES.get(priority, 3)
+        f"pipeline.{stage}", args=(str(job_id),), immutable=True, priority=broker_priority(priority)
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -46,6 +47,20 @@ class Workspace:
         target.parent.mkdir(parents=True, exist_ok=True)
         incoming.replace(target)
         return target
+
+    def job_folders(self) -> dict[uuid.UUID, datetime]:
+        """Every job folder, with when it last changed (its own entries, not files deeper down)."""
+        jobs = self.root / "jobs"
+        if not jobs.is_dir():
+            return {}
+        folders = {}
+        for entry in jobs.iterdir():
+            try:
+                job_id = uuid.UUID(entry.name)
+                folders[job_id] = datetime.fromtimestamp(entry.stat().st_mtime, UTC)
+            except (ValueError, FileNotFoundError):  # not a job's, or removed meanwhile
+                continue
+        return folders
 
     def remove_job(self, job_id: uuid.UUID) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)

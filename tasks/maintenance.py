@@ -1,7 +1,6 @@
 """Periodic maintenance run by beat: recover lost stages, clear finished workspaces."""
 
 import logging
-import uuid
 
 import redis
 
@@ -15,19 +14,6 @@ from tasks.runtime import session_factory, workspace
 log = logging.getLogger("conveyor.sweeper")
 
 
-def _workspace_job_ids() -> list[uuid.UUID]:
-    jobs_dir = workspace().root / "jobs"
-    if not jobs_dir.is_dir():
-        return []
-    ids = []
-    for entry in jobs_dir.iterdir():
-        try:
-            ids.append(uuid.UUID(entry.name))
-        except ValueError:
-            continue
-    return ids
-
-
 @app.task(name="maintenance.sweep", acks_late=False, ignore_result=True)
 def sweep() -> dict[str, int]:
     settings = get_settings()
@@ -36,7 +22,7 @@ def sweep() -> dict[str, int]:
         in_broker = stages_in_broker(client, queues)
     with session_factory().begin() as session:
         recovery = recover_lost_stages(session, settings, in_broker)
-        removable = workspace_jobs_to_remove(session, _workspace_job_ids(), settings)
+        removable = workspace_jobs_to_remove(session, workspace().job_folders(), settings)
     for lost in recovery.to_dispatch:
         log.info("re-dispatching lost stage", extra={"job_id": str(lost.job_id), "stage": lost.stage})
         dispatch(lost.job_id, lost.stage, lost.priority)

@@ -17,6 +17,7 @@ from api.errors import register_error_handlers
 from api.limits import init_limits
 from api.metrics import bp as metrics_bp
 from api.metrics import init_metrics
+from services.apikeys import RecentKeys
 from services.config import Settings, get_settings
 from services.logs import configure_logging, log_context
 from services.workspace import Workspace
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["conveyor.settings"] = settings
     app.extensions["conveyor.workspace"] = Workspace.from_url(settings.workspace_url)
     init_db(app, settings.database_url)
+    app.extensions["conveyor.keys"] = RecentKeys(settings.api_key_cache_seconds)
     register_error_handlers(app)
     register_cli(app)
     init_limits(app, settings)

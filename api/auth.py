@@ -6,11 +6,11 @@ import uuid
 
 from flask import current_app, g, request
 
-from api.db import db
+from api.db import db, lookup_connection
 from api.errors import ApiError
 from api.openapi import operation_of
 from models import Job
-from services.apikeys import Caller, find_key
+from services.apikeys import Caller, RecentKeys
 from services.jobs import get_job
 
 
@@ -23,7 +23,8 @@ def authenticate() -> None:
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError("unauthorized", "Send your API key as 'Authorization: Bearer <key>'.")
-    caller = find_key(db(), key.strip())
+    recent: RecentKeys = current_app.extensions["conveyor.keys"]
+    caller = recent.find(lookup_connection, key.strip())
     if caller is None:
         raise ApiError("unauthorized", "This API key is unknown or revoked.")
     g.caller = caller

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, current_app, g
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import make_engine, make_session_factory
@@ -28,3 +29,15 @@ def db() -> Session:
         g.db = sessions()()
     session: Session = g.db
     return session
+
+
+def single_statement() -> Connection:
+    """The request's connection in autocommit, for a request whose writes are one statement:
+    PostgreSQL runs it atomically on its own, and the BEGIN and COMMIT round trips are saved.
+    Only before the request's session has touched the database."""
+    return db().connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+def lookup_connection() -> Connection:
+    """A connection of its own in autocommit, for a read outside the request's transaction."""
+    return sessions().kw["bind"].connect().execution_options(isolation_level="AUTOCOMMIT")

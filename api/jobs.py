@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
 
 from api.auth import caller, visible_job
-from api.db import db, sessions
+from api.db import db, sessions, single_statement
 from api.errors import ApiError
 from api.limits import submit_limit
 from api.openapi import operation
@@ -46,9 +46,9 @@ def submit_job(
     source: dict[str, Any], options: dict[str, Any], job_id: uuid.UUID | None = None
 ) -> ResponseReturnValue:
     """Commit the job first, then send: if the broker is down the sweeper sends it later."""
-    session = db()
-    created = create_job(session, owner_id=caller().id, source=source, options=options, job_id=job_id)
-    session.commit()
+    created = create_job(
+        single_statement(), owner_id=caller().id, source=source, options=options, job_id=job_id
+    )
     redispatch(created.job.id, "fetch", options)
     response = send(JobOut, job_body(created.job, created.waiting), 202)
     response.headers["Location"] = f"/api/v1/jobs/{created.job.id}"

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     )
     veo_deadline_seconds: float = Field(900.0, description="How long a Veo generation may take.")
 
+    api_key_cache_seconds: float = Field(
+        10.0,
+        description="How long an API process trusts a key it found live; a revoked key may work that long.",
+    )
     submit_rate_limit: str = Field(
         "120/minute", description="Job submissions allowed per API key, e.g. 120/minute or 5000 per day."
     )

@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, case, func, insert, literal, select
+from sqlalchemy import Connection, Select, bindparam, case, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
@@ -77,7 +77,7 @@ def _create_job_statement() -> Select[Any]:
 
 
 def create_job(
-    session: Session,
+    connection: Connection | Session,
     *,
     owner_id: uuid.UUID,
     source: dict[str, Any],
@@ -88,7 +88,8 @@ def create_job(
 
     Submissions are the API's hot path, so this is one statement, one round trip: the rows go
     in through data-modifying CTEs, and the place in line is read from the snapshot the
-    statement started with, which is exactly the line ahead of the new job.
+    statement started with, which is exactly the line ahead of the new job. Being one
+    statement, it is atomic even on a connection in autocommit, as the API runs it.
     """
     job_id = job_id or uuid.uuid4()
     parameters = {
@@ -99,9 +100,7 @@ def create_job(
         "rank": priority_rank(options.get("priority", "normal")),
     }
     # Core, not the ORM: nothing here needs the identity map, and this path is hot.
-    created_at, updated_at, ahead, running = (
-        session.connection().execute(_create_job_statement(), parameters).one()
-    )
+    created_at, updated_at, ahead, running = connection.execute(_create_job_statement(), parameters).one()
     first = STAGE_NAMES[0]
     job = Job(
         id=job_id,
@@ -135,7 +134,7 @@ def create_job(
         )
         for position, name in enumerate(STAGE_NAMES)
     ]
-    return CreatedJob(job, waiting_from(first, ahead, running, recent_means.get(session, first)))
+    return CreatedJob(job, waiting_from(first, ahead, running, recent_means.get(connection, first)))
 
 
 def get_job(session: Session, job_id: uuid.UUID) -> Job | None:

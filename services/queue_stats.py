@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Float, and_, cast, extract, func, or_, select, tuple_
+from sqlalchemy import Connection, Float, and_, cast, extract, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import ScalarSelect
@@ -119,7 +119,7 @@ class RecentMeans:
         self._read_at = -math.inf
         self._means: dict[str, float] = {}
 
-    def get(self, session: Session, stage: str) -> float | None:
+    def get(self, session: Connection | Session, stage: str) -> float | None:
         now = time.monotonic()
         if now - self._read_at >= self.ttl_seconds:
             rows = session.execute(

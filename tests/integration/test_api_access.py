@@ -1,6 +1,7 @@
-"""Access control and abuse limits: each tenant sees only its jobs on every job route, the job
-list pages with a cursor, submissions are rate limited per key, and an oversized upload is
-refused from its Content-Length before the body is read."""
+"""Access control and abuse limits: a revoked key is refused (at once if the API has not seen
+it, within API_KEY_CACHE_SECONDS if it has), each tenant sees only its jobs on every job
+route, the job list pages with a cursor, submissions are rate limited per key, and an
+oversized upload is refused from its Content-Length before the body is read."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from datetime import datetime
 from urllib.parse import urlparse
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
+from services.apikeys import RecentKeys, create_key, revoke_key
 from services.config import Settings
 from tests.fixtures import ApiClient
 from tests.ops_fixtures import api_server
@@ -25,6 +28,46 @@ def submit(client: ApiClient, **options: str) -> dict[str, object]:
     assert answer.status_code == 202, answer.text
     body: dict[str, object] = answer.json()
     return body
+
+
+def test_a_revoked_key_is_refused(api_url: str, fresh_key: str, sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        assert revoke_key(session, fresh_key[:12]) == 1
+    answer = ApiClient(api_url, fresh_key).get("/api/v1/jobs")
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "unauthorized"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_key_found_live_is_trusted_for_the_cache_time_only(sessions: sessionmaker[Session]) -> None:
+    clock = Clock()
+    recent = RecentKeys(ttl_seconds=10, clock=clock)
+    engine = sessions.kw["bind"]
+    with sessions.begin() as session:
+        row, key = create_key(session, "cached")
+    caller = recent.find(engine.connect, key)
+    assert caller is not None and caller.id == row.id and not caller.is_admin
+    with sessions.begin() as session:
+        revoke_key(session, key[:12])
+    clock.now += 9.9
+    assert recent.find(engine.connect, key) == caller  # the revocation is not seen yet
+    clock.now += 0.2
+    assert recent.find(engine.connect, key) is None
+    assert recent.find(engine.connect, "cvk_unknown") is None
+    uncached = RecentKeys(ttl_seconds=0, clock=clock)
+    with sessions.begin() as session:
+        _, live = create_key(session, "uncached")
+    assert uncached.find(engine.connect, live) is not None
+    with sessions.begin() as session:
+        revoke_key(session, live[:12])
+    assert uncached.find(engine.connect, live) is None
 
 
 def test_every_job_route_is_404_for_another_tenant(

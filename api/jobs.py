@@ -38,8 +38,8 @@ def job_body(job: Job, waiting: Waiting | None = None) -> dict[str, Any]:
     return body
 
 
-def redispatch(job_id: uuid.UUID, first_stage: str, options: dict[str, Any]) -> None:
-    dispatch(job_id, first_stage, options.get("priority", "normal"))
+def redispatch(job_id: uuid.UUID, first_stage: str, options: dict[str, Any]) -> int | None:
+    return dispatch(job_id, first_stage, options.get("priority", "normal"))
 
 
 def submit_job(
@@ -49,8 +49,10 @@ def submit_job(
     created = create_job(
         single_statement(), owner_id=caller().id, source=source, options=options, job_id=job_id
     )
-    redispatch(created.job.id, "fetch", options)
-    response = send(JobOut, job_body(created.job, created.waiting), 202)
+    ahead = redispatch(created.job.id, "fetch", options)
+    # Unsent (the broker is down), the place in line is counted in PostgreSQL instead.
+    waiting = created.waiting(ahead) if ahead is not None else None
+    response = send(JobOut, job_body(created.job, waiting), 202)
     response.headers["Location"] = f"/api/v1/jobs/{created.job.id}"
     return response
 

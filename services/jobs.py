@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
 from models import STAGE_NAMES, Base, Job, JobStage
-from services.queue_stats import Waiting, line_figures, priority_rank, recent_means, waiting_from
+from services.queue_stats import Waiting, priority_rank, recent_means, running_now, waiting_from
 
 # How much of a job's overall progress each stage accounts for (notify is delivery only).
 STAGE_WEIGHTS: dict[str, float] = {"fetch": 10, "transcode": 60, "upload": 15, "analyze": 15, "notify": 0}
@@ -21,10 +21,15 @@ STAGE_WEIGHTS: dict[str, float] = {"fetch": 10, "transcode": 60, "upload": 15, "
 
 @dataclass(frozen=True)
 class CreatedJob:
-    """A job as inserted (detached: reading it costs no query) and its place in line."""
+    """A job as inserted (detached: reading it costs no query), and what its wait estimate
+    needs besides its place in line, which the broker tells when the job is sent."""
 
     job: Job
-    waiting: Waiting
+    running: int
+    mean_seconds: float | None
+
+    def waiting(self, ahead: int) -> Waiting:
+        return waiting_from(STAGE_NAMES[0], ahead, self.running, self.mean_seconds)
 
 
 @cache
@@ -68,12 +73,8 @@ def _create_job_statement() -> Select[Any]:
     new_event = (
         insert(events).values(job_id=job_id, type="job.queued", data={"status": "queued"}).cte("new_event")
     )
-    # Everything already ready at this rank or higher is ahead: the new row is the latest.
-    ahead = JobStage.priority_rank <= rank
-    count_ahead, running = line_figures(STAGE_NAMES[0], ahead)
-    return select(new_job.c.created_at, new_job.c.updated_at, count_ahead, running).add_cte(
-        new_stages, new_event
-    )
+    running = running_now(STAGE_NAMES[0])
+    return select(new_job.c.created_at, new_job.c.updated_at, running).add_cte(new_stages, new_event)
 
 
 def create_job(
@@ -87,9 +88,9 @@ def create_job(
     """Insert the job, its five stage rows (fetch queued, the rest pending) and its first event.
 
     Submissions are the API's hot path, so this is one statement, one round trip: the rows go
-    in through data-modifying CTEs, and the place in line is read from the snapshot the
-    statement started with, which is exactly the line ahead of the new job. Being one
-    statement, it is atomic even on a connection in autocommit, as the API runs it.
+    in through data-modifying CTEs. Being one statement, it is atomic even on a connection in
+    autocommit, as the API runs it. The place in line is not counted here: that reads every
+    row ahead, so a backlog of thousands made each submission slower.
     """
     job_id = job_id or uuid.uuid4()
     parameters = {
@@ -100,7 +101,7 @@ def create_job(
         "rank": priority_rank(options.get("priority", "normal")),
     }
     # Core, not the ORM: nothing here needs the identity map, and this path is hot.
-    created_at, updated_at, ahead, running = connection.execute(_create_job_statement(), parameters).one()
+    created_at, updated_at, running = connection.execute(_create_job_statement(), parameters).one()
     first = STAGE_NAMES[0]
     job = Job(
         id=job_id,
@@ -134,7 +135,7 @@ def create_job(
         )
         for position, name in enumerate(STAGE_NAMES)
     ]
-    return CreatedJob(job, waiting_from(first, ahead, running, recent_means.get(connection, first)))
+    return CreatedJob(job, running, recent_means.get(connection, first))
 
 
 def get_job(session: Session, job_id: uuid.UUID) -> Job | None:

@@ -135,16 +135,17 @@ class RecentMeans:
 recent_means = RecentMeans()
 
 
-def line_figures(stage: str, ahead: ColumnElement[bool]) -> tuple[ScalarSelect[int], ScalarSelect[int]]:
-    """Scalar subqueries counting the stage's ready rows that match `ahead` (answered by the
-    partial index ix_job_stages_line) and the stage's running rows: one round trip however
-    they are used."""
+def ready_ahead(stage: str, ahead: ColumnElement[bool]) -> ScalarSelect[int]:
+    """Scalar subquery counting the stage's ready rows that match `ahead`, answered by the
+    partial index ix_job_stages_line: it reads every row ahead, so it is kept off the hot path."""
     ready = and_(JobStage.status == "queued", JobStage.name == stage, JobStage.available_at <= func.now())
-    count_ahead = select(func.count()).select_from(JobStage).where(ready, ahead)
-    running = (
-        select(func.count()).select_from(JobStage).where(JobStage.name == stage, JobStage.status == "running")
-    )
-    return count_ahead.correlate(None).scalar_subquery(), running.correlate(None).scalar_subquery()
+    return select(func.count()).select_from(JobStage).where(ready, ahead).correlate(None).scalar_subquery()
+
+
+def running_now(stage: str) -> ScalarSelect[int]:
+    """Scalar subquery counting the stage's running rows (as many as busy worker slots)."""
+    running = JobStage.name == stage, JobStage.status == "running"
+    return select(func.count()).select_from(JobStage).where(*running).correlate(None).scalar_subquery()
 
 
 def waiting_from(stage: str, ahead: int, running: int, mean_seconds: float | None) -> Waiting:
@@ -168,8 +169,7 @@ def waiting_position(session: Session, job: Job) -> Waiting | None:
             tuple_(JobStage.available_at, JobStage.id) < tuple_(mine.available_at, mine.id),
         ),
     )
-    count_ahead, running_now = line_figures(mine.name, earlier)
-    ahead, running = session.execute(select(count_ahead, running_now)).one()
+    ahead, running = session.execute(select(ready_ahead(mine.name, earlier), running_now(mine.name))).one()
     return waiting_from(mine.name, ahead, running, recent_means.get(session, mine.name))
 
 

@@ -1,7 +1,9 @@
 """Asking the Celery workers what they consume, and telling them to stop or start a queue.
 
 Broadcast control commands go through the broker to every worker; replies come back within
-a short timeout, so a dead or busy worker costs the caller at most that long."""
+a short timeout, so a dead or busy worker costs the caller at most that long. Each call opens
+a broker connection of its own: a pooled one may predate a Redis restart and fail once, and
+these calls are rare (health checks, pause and resume)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ BROKER_ERRORS = (OperationalError, OSError, redis.RedisError)
 def consumers_by_worker(timeout: float = REPLY_SECONDS) -> dict[str, list[str]]:
     """worker name -> the queues it consumes now ({} when no worker answers or Redis is down)."""
     try:
-        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+        with app.connection_for_write() as connection:
+            replies = app.control.inspect(timeout=timeout, connection=connection).active_queues() or {}
     except BROKER_ERRORS:
         log.warning("could not ask the workers for their queues", exc_info=True)
         return {}
@@ -42,9 +45,15 @@ def _broadcast(command: str, queue: str, workers: list[str]) -> list[str]:
     if not workers:
         return []
     try:
-        replies = app.control.broadcast(
-            command, arguments={"queue": queue}, destination=workers, reply=True, timeout=PAUSE_REPLY_SECONDS
-        )
+        with app.connection_for_write() as connection:
+            replies = app.control.broadcast(
+                command,
+                arguments={"queue": queue},
+                destination=workers,
+                reply=True,
+                timeout=PAUSE_REPLY_SECONDS,
+                connection=connection,
+            )
     except BROKER_ERRORS as exc:
         raise ApiError("unavailable", f"The broker did not take the command: {exc}") from exc
     return sorted(name for reply in replies or [] for name in reply)

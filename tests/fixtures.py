@@ -30,6 +30,7 @@ from services.config import get_settings
 from tests.conftest import S3_PORT, TEST_DB, TEST_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
+HOST = os.uname().nodename
 QUEUES = "fetch,video,upload,analyze,notify"
 
 
@@ -102,6 +103,16 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def worker_answers(name: str) -> bool:
+    """Whether the worker answers a ping, asked over a broker connection of its own: a pooled
+    one may predate a Redis restart."""
+    from tasks import app
+
+    with app.connection_for_write() as connection:
+        replies = app.control.ping(destination=[f"{name}@{HOST}"], timeout=0.5, connection=connection)
+    return bool(replies)
+
+
 def start_worker(
     name: str,
     queues: str = QUEUES,
@@ -113,7 +124,6 @@ def start_worker(
     """A real `celery -A tasks worker` process, returned once it answers a ping.
 
     `env` overrides settings for this worker alone (e.g. a short STAGE_TIME_LIMITS)."""
-    from tasks import app
 
     log_path = TEST_ROOT / f"worker-{name}.log"
     args = [
@@ -137,10 +147,13 @@ def start_worker(
     def answers() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"worker {name} exited:\n{worker.log()[-3000:]}")
-        replies = app.control.ping(destination=[f"{name}@{os.uname().nodename}"], timeout=0.5)
-        return bool(replies)
+        return worker_answers(name)
 
-    wait_until(answers, timeout=60, what=f"worker {name} to answer ping")
+    try:
+        wait_until(answers, timeout=60, what=f"worker {name} to answer ping")
+    except BaseException:
+        stop_worker(worker)  # a worker left running would take later tests' messages
+        raise
     return worker
 
 

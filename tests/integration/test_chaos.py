@@ -23,12 +23,14 @@ from services.config import get_settings
 from tasks.pipeline import dispatch
 from tests.chaos import JOBS_PER_SCENARIO, submit, verify
 from tests.fixtures import (
+    HOST,
     ApiClient,
     WebhookReceiver,
     WorkerPool,
     start_worker,
     stop_worker,
     wait_until,
+    worker_answers,
 )
 from tests.media import make_clip
 
@@ -138,6 +140,7 @@ def test_redis_stopped_for_ten_seconds(
 ) -> None:
     started = time.monotonic()
     ids = submit(client, small_clip, JOBS_PER_SCENARIO // 2)
+    assert client.get("/api/v1/queue/health").json()["workers"]["video"]  # pools a broker connection
     redis.Redis(host="127.0.0.1", port=6379).shutdown(nosave=True)
     down_since = time.monotonic()
     try:
@@ -153,6 +156,14 @@ def test_redis_stopped_for_ten_seconds(
         )  # fmt: skip
         wait_until(redis_answers, timeout=20, what="Redis to come back")
     wait_until(lambda: client.get("/readyz").status_code == 200, timeout=30, what="readiness to recover")
+    # Once the workers are back on the broker, the very next health check sees them: it must not
+    # spend an attempt on a connection that died with Redis.
+    wait_until(
+        lambda: worker_answers(crew.video.name) and worker_answers(crew.io.name),
+        timeout=30,
+        what="the workers to reconnect",
+    )
+    assert client.get("/api/v1/queue/health").json()["workers"]["video"] == [f"{crew.video.name}@{HOST}"]
     verify("redis-stopped-10s", client, sessions, ids, started, JOB_TIMEOUT)
 
 
@@ -173,10 +184,10 @@ def test_duplicate_stage_messages_are_no_ops(
     started = time.monotonic()
     ids = submit(client, small_clip, JOBS_PER_SCENARIO)
     for job_id in ids:  # a second copy of every chain, racing the first
-        assert dispatch(uuid.UUID(job_id), "fetch")
+        assert dispatch(uuid.UUID(job_id), "fetch") is not None
     verify("duplicate-messages", client, sessions, ids, started, JOB_TIMEOUT)
     for job_id in ids:  # and once more after every stage finished
-        assert dispatch(uuid.UUID(job_id), "transcode")
+        assert dispatch(uuid.UUID(job_id), "transcode") is not None
     wait_until(
         lambda: crew.video.log().count("nothing to do") >= len(ids),
         timeout=60,

@@ -3,7 +3,6 @@ pause → the job waits → resume → the job finishes."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import JobEvent
 from services.config import get_settings
 from services.storage import make_s3_client
-from tests.fixtures import ApiClient, WorkerPool, WorkerProcess, start_worker, stop_worker, wait_until
+from tests.fixtures import HOST, ApiClient, WorkerPool, WorkerProcess, start_worker, stop_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
 QUEUES = ("fetch", "video", "upload", "analyze", "notify")
-HOST = os.uname().nodename
 
 
 @pytest.fixture

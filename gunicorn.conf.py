@@ -10,6 +10,11 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # main thread keeps heart-beating while request threads stream.
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "8"))
+# A listening socket per worker (SO_REUSEPORT), so the kernel spreads new connections over the
+# workers. With one shared socket the first worker to wake accepts a burst of keep-alive
+# connections alone and, bound by one GIL, serves them on one core while the others idle
+# (submissions/s halved in bench/throughput.py).
+reuse_port = True
 timeout = 60
 graceful_timeout = 30
 # No access log: the app logs every request itself, as JSON with its request id and duration

@@ -116,7 +116,7 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=20, help="length of the long 1080p30 source")
-    parser.add_argument("--repeat", type=int, default=2, help="rounds on the long source; the best is kept")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds on the long source; the best is kept")
     parser.add_argument("--clip-repeat", type=int, default=5, help="rounds on the 1 s clip")
     parser.add_argument(
         "--redis-db", type=int, default=None, help="Redis database number (default: an empty one)"

@@ -1,6 +1,6 @@
 """One job through all five stages versus the bare ffmpeg commands it runs, on the same input.
 
-Run from the repository root: ``.venv/bin/python -m bench.end_to_end [--seconds 20] [--repeat 2]``.
+Run from the repository root: ``.venv/bin/python -m bench.end_to_end [--seconds 20] [--repeat 3]``.
 
 End-to-end wall: from the start of ``POST /api/v1/uploads`` to the arrival of the job's signed
 webhook (so upload, fetch, transcode, upload to S3, local analysis and notify, every queue hop

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from flask import Flask, current_app, g
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import make_engine, make_session_factory
 
 
 def init_db(app: Flask, database_url: str) -> None:
-    app.extensions["conveyor.sessions"] = make_session_factory(make_engine(database_url))
+    engine = make_engine(database_url)
+    app.extensions["conveyor.engine"] = engine
+    app.extensions["conveyor.sessions"] = make_session_factory(engine)
 
     @app.teardown_appcontext
     def _close(_: BaseException | None) -> None:
@@ -40,4 +42,5 @@ def single_statement() -> Connection:
 
 def lookup_connection() -> Connection:
     """A connection of its own in autocommit, for a read outside the request's transaction."""
-    return sessions().kw["bind"].connect().execution_options(isolation_level="AUTOCOMMIT")
+    engine: Engine = current_app.extensions["conveyor.engine"]
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")

@@ -36,8 +36,12 @@ def db() -> Session:
 def single_statement() -> Connection:
     """The request's connection in autocommit, for a request whose writes are one statement:
     PostgreSQL runs it atomically on its own, and the BEGIN and COMMIT round trips are saved.
-    Only before the request's session has touched the database."""
-    return db().connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    Only before the request's session has touched the database: SQLAlchemy would otherwise keep
+    the transaction it began and only warn, and the write would be rolled back at teardown."""
+    session = db()
+    if session.in_transaction():
+        raise RuntimeError("single_statement() after the request's session began a transaction")
+    return session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 def lookup_connection() -> Connection:

@@ -24,3 +24,19 @@ def test_a_connection_closed_by_the_server_is_replaced_at_checkout(database: str
     finally:
         engine.dispose()
         admin.dispose()
+
+
+def test_a_single_statement_write_refuses_an_open_transaction(database: str) -> None:
+    """In autocommit a submission's insert is atomic on its own; asked for after the request
+    began a transaction, it would be rolled back at teardown, so it is refused instead."""
+    from api import create_app
+    from api.db import db, single_statement
+
+    app = create_app()
+    with app.test_request_context():
+        connection = single_statement()
+        assert connection.connection.dbapi_connection.autocommit is True
+    with app.test_request_context():
+        db().execute(text("SELECT 1"))
+        with pytest.raises(RuntimeError, match="began a transaction"):
+            single_statement()

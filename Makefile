@@ -22,12 +22,13 @@ endif
 # .env fills what the environment leaves unset (the environment wins, as in services/config.py).
 WITH_ENV := $(BIN)/dotenv -f $(CURDIR)/.env run --no-override --
 
-.PHONY: help run test lint chaos bench bootstrap bootstrap-venv
+.PHONY: help run test lint lock chaos bench bootstrap bootstrap-venv
 
 help:
 	@echo "make run    set up, migrate, then run S3, API, workers, beat, Flower and the demo (Ctrl-C stops)"
-	@echo "make test   set up, then run the test suite (what .ci/run runs)"
+	@echo "make test   set up, run ruff and mypy, then the test suite (what .ci/run runs)"
 	@echo "make lint   ruff check, ruff format --check, mypy"
+	@echo "make lock   compile requirements*.lock (every package pinned, with hashes) from requirements*.txt"
 	@echo "make chaos  the long fault-injection scenarios (pytest -m chaos, CHAOS_LONG=1)"
 	@echo "make bench  run every bench/*.py"
 
@@ -65,13 +66,27 @@ run: bootstrap .env
 	@mv $@.tmp $@
 	@echo "wrote .env with fresh secrets (the Flower login is FLOWER_BASIC_AUTH in it)"
 
+# Lint first: a type error or an unformatted file fails in seconds, not after the suite.
 test: bootstrap
+	$(MAKE) --no-print-directory lint-only
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: bootstrap-venv
+	$(MAKE) --no-print-directory lint-only
+
+.PHONY: lint-only
+lint-only:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The locks are compiled from the direct requirements, for the Python the images and CI run.
+# The runtime lock (the images) and the dev lock (make run, make test) agree on every version
+# they share: the dev lock is compiled under the runtime lock's pins.
+UV_COMPILE := $(BIN)/uv pip compile --python-version 3.11 --generate-hashes --quiet
+lock: bootstrap-venv
+	$(UV_COMPILE) requirements.txt -o requirements.lock
+	$(UV_COMPILE) requirements-dev.txt --constraint requirements.lock -o requirements-dev.lock
 
 chaos: bootstrap
 	CHAOS_LONG=1 $(BIN)/pytest -m chaos $(PYTEST_ARGS)

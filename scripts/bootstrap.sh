@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up shared by `make run` and `make test`: ffmpeg, the virtualenv with the pinned
-# requirements, the web page's npm packages, Debian's chromium (for the browser test),
+# Idempotent set-up shared by `make run` and `make test`: ffmpeg, the virtualenv with the locked
+# requirements (requirements-dev.lock, hashes checked), the web page's npm packages, Debian's chromium (for the browser test),
 # PostgreSQL and Redis answering, and the database of DATABASE_URL. Says nothing
 # when there is nothing to do, one line per step it takes, and everything it knows on failure.
 # --no-services stops after the virtualenv (for `make lint`, which needs no database).
@@ -104,10 +104,13 @@ ensure_venv() {
         rm -f "$STAMP"
     fi
     local wanted
-    wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+    wanted=$(sha256sum requirements-dev.lock | cut -d' ' -f1)
     if [ "$(cat "$STAMP" 2>/dev/null)" != "$wanted" ]; then
-        quietly "installing requirements-dev.txt into $VENV" \
-            "$VENV/bin/python" -m pip install --disable-pip-version-check -r requirements-dev.txt
+        # Exactly what the lock names, every package checked against its hash: CI installs
+        # what was tested, and nothing a resolver would pick on the day.
+        quietly "installing requirements-dev.lock into $VENV" \
+            "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps --require-hashes \
+            -r requirements-dev.lock
         echo "$wanted" >"$STAMP"
     fi
 }

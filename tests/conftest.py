@@ -9,13 +9,42 @@ import os
 import tempfile
 from pathlib import Path
 
+import redis
+
 from scripts.s3server import free_s3_port
 
 TEST_ROOT = Path(tempfile.mkdtemp(prefix="conveyor-tests-"))
 S3_PORT = free_s3_port()
 # Per-session database and Redis database, so two test runs on one machine never collide.
 TEST_DB = f"conveyor_test_{os.getpid()}"
-REDIS_DB = 1 + os.getpid() % 15
+REDIS_OWNER_KEY = "conveyor:test-session-pid"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_redis_db() -> int:
+    """A Redis database (1-15) no live test session holds: each records its pid in the one it
+    takes, and a database whose recorded pid is dead is free again."""
+    for db in range(1, 16):
+        client = redis.Redis(host="127.0.0.1", port=6379, db=db, socket_timeout=5)
+        if client.set(REDIS_OWNER_KEY, os.getpid(), nx=True):
+            return db
+        owner = client.get(REDIS_OWNER_KEY)
+        if owner is None or not _pid_alive(int(owner)):
+            client.set(REDIS_OWNER_KEY, os.getpid())
+            return db
+    raise RuntimeError("every Redis database 1-15 is held by a live test session")
+
+
+REDIS_DB = claim_redis_db()
 os.environ.update(
     {
         "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{TEST_DB}",

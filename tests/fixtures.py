@@ -27,7 +27,7 @@ from werkzeug.serving import make_server
 
 from scripts.s3server import start_weed, stop_weed
 from services.config import get_settings
-from tests.conftest import S3_PORT, TEST_DB, TEST_ROOT
+from tests.conftest import REDIS_OWNER_KEY, S3_PORT, TEST_DB, TEST_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = os.uname().nodename
@@ -169,7 +169,9 @@ def stop_worker(worker: WorkerProcess, *, sig: int = signal.SIGTERM) -> None:
 
 @pytest.fixture(scope="session")
 def clean_broker() -> None:
-    redis.Redis.from_url(get_settings().redis_url).flushdb()
+    client = redis.Redis.from_url(get_settings().redis_url)
+    client.flushdb()
+    client.set(REDIS_OWNER_KEY, os.getpid())  # still this session's database
 
 
 class WorkerPool:

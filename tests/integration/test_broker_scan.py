@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from services.jobs import create_job
 from services.recovery import recover_lost_stages
 from tasks import app
 from tasks.pipeline import broker_priority, dispatch, stage_signature
+from tests.conftest import REDIS_OWNER_KEY
 from tests.fixtures import WorkerPool
 
 pytestmark = pytest.mark.integration
@@ -35,6 +37,7 @@ def broker(sessions: sessionmaker[Session], worker_pool: WorkerPool) -> redis.Re
     worker_pool.stop_default()  # nothing may consume the messages these tests count
     client = redis.Redis.from_url(get_settings().redis_url)
     client.flushdb()
+    client.set(REDIS_OWNER_KEY, os.getpid())
     return client
 
 
@@ -49,7 +52,7 @@ def test_waiting_messages_are_seen_at_every_priority(broker: redis.Redis) -> Non
 
 
 def only_message(broker: redis.Redis) -> tuple[bytes, dict[str, Any]]:
-    (key,) = [key for key in broker.keys("*") if not key.startswith(b"_kombu")]
+    (key,) = [key for key in broker.keys("*") if not key.startswith((b"_kombu", REDIS_OWNER_KEY.encode()))]
     (raw,) = broker.lrange(key, 0, -1)
     broker.delete(key)
     return key, json.loads(raw)

@@ -14,6 +14,7 @@ from services.fetching import fetch_url
 from services.generation import generate_source
 from services.probe import MediaInfo, probe, probe_limits
 from services.s3source import fetch_s3_object
+from services.stopping import StopSignal
 from services.storage import make_s3_client
 from services.workspace import Workspace
 
@@ -25,7 +26,7 @@ def ingest_source(
     settings: Settings,
     *,
     on_progress: Callable[[float], None],
-    should_stop: Callable[[], bool],
+    stop: StopSignal,
 ) -> Path:
     """The local path of the job's source, fetching or generating it first when it is remote."""
     if "upload" in source:
@@ -39,6 +40,7 @@ def ingest_source(
             connect_timeout=settings.fetch_connect_timeout,
             read_timeout=settings.fetch_read_timeout,
             allow_cidrs=settings.ssrf_allow_cidrs,
+            stop=stop,
         )
         return dest
     if "s3" in source:
@@ -50,12 +52,11 @@ def ingest_source(
             allowed_buckets=settings.s3_source_buckets,
             max_bytes=settings.max_upload_bytes,
             on_progress=on_progress,
+            should_stop=stop,
         )
         return dest
     if "generate" in source:
-        return generate_source(
-            source["generate"], dest, settings, on_progress=on_progress, should_stop=should_stop
-        )
+        return generate_source(source["generate"], dest, settings, on_progress=on_progress, should_stop=stop)
     raise InvalidMedia(f"Unsupported source: {sorted(source)}")
 
 

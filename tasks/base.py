@@ -9,6 +9,7 @@ follows. The chain a message carries is never trusted to send it: what PostgreSQ
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import socket
@@ -106,12 +107,17 @@ class Heartbeat(threading.Thread):
     def __init__(self, ctx: StageContext, claim: Claim, claimed_at: float) -> None:
         super().__init__(name=f"heartbeat-{ctx.stage}", daemon=True)
         self.ctx, self.claim = ctx, claim
+        # Its log lines carry the stage's job_id and stage, as the stage's own do.
+        self.log_context = contextvars.copy_context()
         self.done = threading.Event()
         self.lease = float(ctx.settings.stage_lease_seconds)
         self.last_renewal = claimed_at
         ctx.stop_signal.extend(claimed_at + self.lease - fence_margin(self.lease))
 
     def run(self) -> None:
+        self.log_context.run(self.beat)
+
+    def beat(self) -> None:
         settings, signal = self.ctx.settings, self.ctx.stop_signal
         written, last_write = -1.0, 0.0
         while not self.done.wait(HEARTBEAT_TICK_SECONDS):

@@ -20,6 +20,7 @@ from services.config import get_settings
 from services.storage import ensure_bucket, make_s3_client
 from services.workspace import Workspace
 from tests.fixtures import REPO, ApiClient, WorkerProcess, start_worker, stop_worker, wait_until
+from tests.processes import ffmpeg_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,17 +36,6 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "-preset", "ultrafast", "-g", "50", str(short)], check=True)  # fmt: skip
     subprocess.run([*base, "-stream_loop", "1799", "-i", str(short), "-c", "copy", str(long)], check=True)
     return long
-
-
-def ffmpeg_for(marker: str) -> list[psutil.Process]:
-    """Every live ffmpeg whose command line names ``marker``, whoever its parent is (orphans too)."""
-    found = []
-    for process in psutil.process_iter(["name", "cmdline", "status"]):
-        info = process.info
-        alive = (info["name"] or "").startswith("ffmpeg") and info["status"] != psutil.STATUS_ZOMBIE
-        if alive and any(marker in part for part in info["cmdline"] or []):
-            found.append(process)
-    return found
 
 
 def transcode_dir(job_id: str) -> Path:

@@ -42,9 +42,10 @@ def _cut(response: urllib3.BaseHTTPResponse) -> None:
     """Shut the response's socket down from another thread: a read blocked on a slow server
     returns at once (closing a file descriptor would not wake it). The socket is reached
     through a duplicate of its descriptor, which shutdown(2) acts on all the same."""
-    with contextlib.suppress(OSError, ValueError), socket.fromfd(
-        response.fileno(), socket.AF_INET, socket.SOCK_STREAM
-    ) as duplicate:
+    with (
+        contextlib.suppress(OSError, ValueError),
+        socket.fromfd(response.fileno(), socket.AF_INET, socket.SOCK_STREAM) as duplicate,
+    ):
         duplicate.shutdown(socket.SHUT_RDWR)
 
 

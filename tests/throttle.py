@@ -1,5 +1,6 @@
 """A TCP proxy on loopback that relays to a real server at a fixed rate, for tests that need a
-stage to be slow on the network (a slow S3 endpoint, say) without faking the server."""
+stage to be slow on the network (a slow S3 endpoint, say) without faking the server; `hold`
+stops it forwarding anything while keeping every connection open (a partitioned network)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ class Throttle:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.closing = threading.Event()
+        self.forwarding = threading.Event()
+        self.forwarding.set()
         self.sockets: list[socket.socket] = []
 
     @property
@@ -40,13 +43,22 @@ class Throttle:
     def _relay(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while chunk := source.recv(CHUNK):
+                self.forwarding.wait()
                 sink.sendall(chunk)
                 time.sleep(len(chunk) / self.rate)  # the rate limit itself, not synchronisation
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
 
+    def hold(self) -> None:
+        """Forward nothing more (data waits in the proxy), as a network partition would."""
+        self.forwarding.clear()
+
+    def release(self) -> None:
+        self.forwarding.set()
+
     def close(self) -> None:
         self.closing.set()
+        self.forwarding.set()
         self.listener.close()
         for sock in self.sockets:
             with contextlib.suppress(OSError):

@@ -20,6 +20,7 @@ from services.config import get_settings
 from services.storage import ensure_bucket, make_s3_client
 from services.workspace import Workspace
 from tests.fixtures import REPO, ApiClient, WorkerProcess, start_worker, stop_worker, wait_until
+from tests.media import make_long_flat_clip
 from tests.processes import ffmpeg_for
 
 pytestmark = pytest.mark.integration
@@ -27,15 +28,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An hour of a flat picture: 2 s encoded once, then looped by copying (cheap to make, a
-    few MB, and a transcode that runs far longer than any of these tests wait)."""
-    work = tmp_path_factory.mktemp("long")
-    short, long = work / "short.mp4", work / "long.mp4"
-    base = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
-    subprocess.run([*base, "-f", "lavfi", "-i", "color=c=gray:s=320x240:r=25:d=2", "-c:v", "libx264",
-                    "-preset", "ultrafast", "-g", "50", str(short)], check=True)  # fmt: skip
-    subprocess.run([*base, "-stream_loop", "1799", "-i", str(short), "-c", "copy", str(long)], check=True)
-    return long
+    return make_long_flat_clip(tmp_path_factory.mktemp("long"))
 
 
 def transcode_dir(job_id: str) -> Path:

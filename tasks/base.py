@@ -270,8 +270,7 @@ def _requeue(claim: Claim, error: ConveyorError, delay: float) -> None:
     log.warning(
         "transient failure; retrying", extra={"code": error.code, "error": error.message, "delay": delay}
     )
-    with session_factory().begin() as session:
-        requeue_stage(session, claim, error, delay_seconds=delay)
+    _record(lambda session: requeue_stage(session, claim, error, delay_seconds=delay))
 
 
 def _fail(claim: Claim, error: ConveyorError) -> None:

@@ -21,6 +21,7 @@ from services.contract.records import (
     Claim,
     ClaimOutcome,
     Dispatch,
+    JobState,
     Transition,
     end_attempt,
     fail_job,
@@ -104,7 +105,10 @@ def claim_stage(
         .returning(JobStage.attempts, JobStage.attempt_floor)
     ).one_or_none()
     if row is None:
-        return ClaimOutcome(None, _why_not_claimable(session, job_id, stage, max_attempts, clock))
+        refused = _why_not_claimable(session, job_id, stage, max_attempts, clock)
+        if refused == "exhausted":
+            return ClaimOutcome(None, refused, _give_up(session, job, stage, max_attempts, clock))
+        return ClaimOutcome(None, refused)
     attempt, floor = row
     # An attempt still marked running was taken over: its worker died or went silent.
     session.execute(
@@ -117,6 +121,28 @@ def claim_stage(
         session.execute(update(Job).where(Job.id == job_id).values(status="running", updated_at=now))
     record_event(session, job_id, "stage.started", stage, attempt=attempt, worker=worker)
     return ClaimOutcome(Claim(job_id, stage, attempt, worker, tries=attempt - floor))
+
+
+def _give_up(session: Session, job: JobState, stage: str, max_attempts: int, clock: Clock) -> list[Dispatch]:
+    """A stage that has used its attempts (released by shutting-down workers, say) and is queued
+    again would wait for ever: it fails with `worker_lost`, and the job with it."""
+    message = f"The {stage} stage used its {max_attempts} attempts without finishing; giving up."
+    failed = session.execute(
+        update(JobStage)
+        .where(JobStage.job_id == job.id, JobStage.name == stage, JobStage.status == "queued")
+        .values(
+            status="failed",
+            error_code="worker_lost",
+            error_message=message,
+            finished_at=clock.now(),
+            message_id=None,
+            sent_at=None,
+        )
+        .returning(JobStage.id)
+    ).scalar_one_or_none()
+    if failed is None or stage == NOTIFY or not job.live:
+        return []
+    return fail_job(session, job, stage, "worker_lost", message, clock)
 
 
 def renew_lease(
@@ -154,6 +180,21 @@ def stage_outputs(session: Session, job_id: uuid.UUID) -> dict[str, dict[str, An
     return {name: output or {} for name, output in rows}
 
 
+def _cancel_instead(
+    session: Session, claim: Claim, clock: Clock, *, body_finished: bool = False
+) -> Transition | None:
+    """Every way an attempt ends looks for a cancel first (holding the job's lock, so no cancel
+    slips in after the look): a cancel that was answered is never lost to a late completion,
+    failure or retry. None when the job was not canceled; else what the cancel did."""
+    job = lock_job(session, claim.job_id)
+    if job is None:
+        return Transition(False)
+    if claim.stage == NOTIFY or not job.cancel_requested:
+        return None
+    ended = finish_cancel(session, claim, clock=clock, body_finished=body_finished)
+    return Transition(False, canceled=ended.canceled, dispatches=ended.dispatches)
+
+
 def complete_stage(
     session: Session, claim: Claim, output: dict[str, Any], *, clock: Clock = DATABASE_CLOCK
 ) -> Transition:
@@ -163,12 +204,11 @@ def complete_stage(
     output is never recorded. Not applied when the attempt is stale (another attempt owns
     the stage): the output is discarded, and nothing it wrote is read, since every attempt
     writes under its own attempt-scoped folder or key."""
+    canceled = _cancel_instead(session, claim, clock, body_finished=True)
+    if canceled is not None:
+        return canceled
     job = lock_job(session, claim.job_id)
-    if job is None:
-        return Transition(False)
-    if claim.stage != NOTIFY and job.cancel_requested:
-        ended = finish_cancel(session, claim, clock=clock, body_finished=True)
-        return Transition(False, canceled=ended.canceled, dispatches=ended.dispatches)
+    assert job is not None  # _cancel_instead found it, and holds its lock
     now = clock.now()
     done = session.execute(
         update(JobStage)
@@ -204,11 +244,14 @@ def requeue_stage(
     *,
     delay_seconds: float,
     clock: Clock = DATABASE_CLOCK,
-) -> bool:
+) -> Transition:
     """A transient failure: give the stage back, claimable again once the delay has passed.
 
     No message is sent now (a delayed message would sit in some busy worker's prefetch): the
-    sweeper sends it when `available_at` comes."""
+    sweeper sends it when `available_at` comes. A job canceled meanwhile ends canceled."""
+    canceled = _cancel_instead(session, claim, clock)
+    if canceled is not None:
+        return canceled
     released = session.execute(
         update(JobStage)
         .where(owned(claim))
@@ -225,17 +268,21 @@ def requeue_stage(
         .returning(JobStage.id)
     ).scalar_one_or_none()
     if released is None:
-        return False
+        return Transition(False)
     end_attempt(session, claim, "retrying", clock, error_code=error.code)
     record_event(session, claim.job_id, "stage.retrying", claim.stage, code=error.code, delay=delay_seconds)
-    return True
+    return Transition(True)
 
 
 def fail_stage(
     session: Session, claim: Claim, code: str, message: str, *, clock: Clock = DATABASE_CLOCK
 ) -> Transition:
     """A permanent failure (or attempts used up): fail the stage and, while the job is live, the
-    job with the same stable code, and queue the webhook that tells its owner."""
+    job with the same stable code, and queue the webhook that tells its owner. A job canceled
+    while the stage ran ends canceled instead: the cancel was answered first."""
+    canceled = _cancel_instead(session, claim, clock)
+    if canceled is not None:
+        return canceled
     job = lock_job(session, claim.job_id)
     failed = session.execute(
         update(JobStage)

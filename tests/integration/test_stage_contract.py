@@ -140,7 +140,7 @@ def test_a_stale_attempt_changes_nothing_after_a_takeover(
     assert live is not None and live.attempt == 2
     with sessions.begin() as session:
         assert not renew_lease(session, stale, lease_seconds=LEASE, progress=50, clock=clock)
-        assert not requeue_stage(session, stale, FetchFailed("reset"), delay_seconds=0, clock=clock)
+        assert not requeue_stage(session, stale, FetchFailed("reset"), delay_seconds=0, clock=clock).applied
         assert release_stage(session, stale, clock=clock) is None
         assert not fail_stage(session, stale, "invalid_media", "stale verdict", clock=clock).applied
         assert not complete_stage(session, stale, {"from": "paused"}, clock=clock).applied
@@ -196,7 +196,9 @@ def test_a_transient_failure_waits_for_its_delay_in_the_database(
     first = claim(sessions, clock, job_id)
     assert first is not None
     with sessions.begin() as session:
-        assert requeue_stage(session, first, FetchFailed("connection reset"), delay_seconds=60, clock=clock)
+        assert requeue_stage(
+            session, first, FetchFailed("connection reset"), delay_seconds=60, clock=clock
+        ).applied
     row = stage_row(sessions, job_id, "fetch")
     assert (row.status, row.error_code, row.message_id) == ("queued", "fetch_failed", None)
     assert refusal(sessions, clock, job_id, "fetch") == "not_due"  # an early message claims nothing

@@ -146,7 +146,7 @@ def test_a_retry_is_sent_when_its_delay_has_passed_and_not_before(
             session, job.job_id, "fetch", worker="w1", lease_seconds=LEASE, max_attempts=3, clock=clock
         ).claim
         assert claimed is not None
-        assert requeue_stage(session, claimed, FetchFailed("reset"), delay_seconds=60, clock=clock)
+        assert requeue_stage(session, claimed, FetchFailed("reset"), delay_seconds=60, clock=clock).applied
     clock.advance(30)
     run_sweep(sessions, broker, clock)
     assert messages_for(broker, "fetch", {job.job_id}) == []

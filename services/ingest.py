@@ -25,13 +25,15 @@ def ingest_source(
     workspace: Workspace,
     settings: Settings,
     *,
+    attempt: int,
     on_progress: Callable[[float], None],
     stop: StopSignal,
 ) -> Path:
-    """The local path of the job's source, fetching or generating it first when it is remote."""
+    """The local path of the job's source, fetching or generating it first (into this attempt's
+    own folder) when it is remote."""
     if "upload" in source:
         return workspace.resolve(source["upload"]["path"])
-    dest = workspace.source_dir(job_id) / "original"
+    dest = workspace.stage_dir(job_id, "fetch", attempt) / "original"
     if "url" in source:
         fetch_url(
             source["url"],
@@ -56,7 +58,11 @@ def ingest_source(
         )
         return dest
     if "generate" in source:
-        return generate_source(source["generate"], dest, settings, on_progress=on_progress, should_stop=stop)
+        # What resumes a paid generation is the job's, not one attempt's.
+        state = workspace.source_dir(job_id) / "generation.operation.json"
+        return generate_source(
+            source["generate"], dest, state, settings, on_progress=on_progress, should_stop=stop
+        )
     raise InvalidMedia(f"Unsupported source: {sorted(source)}")
 
 

@@ -13,6 +13,7 @@ def fetch(ctx: StageContext) -> dict[str, Any]:
         ctx.job_id,
         ctx.workspace,
         ctx.settings,
+        attempt=ctx.attempt,
         # Getting the source is most of the stage; the probe after it is quick.
         on_progress=lambda percent: ctx.progress(0.9 * percent),
         stop=ctx.stop_signal,

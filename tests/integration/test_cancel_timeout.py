@@ -32,7 +32,8 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def transcode_dir(job_id: str) -> Path:
-    return Workspace.from_url(get_settings().workspace_url).job_dir(uuid.UUID(job_id)) / "transcode"
+    """The first transcode attempt's folder."""
+    return Workspace.from_url(get_settings().workspace_url).job_dir(uuid.UUID(job_id)) / "transcode" / "1"
 
 
 def published_keys(job_id: str) -> list[str]:

@@ -59,7 +59,7 @@ from tests.clocks import FixedClock
 from tests.conftest import REDIS_OWNER_KEY, TEST_DB
 from tests.fixtures import REPO, WorkerPool
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 MODEL_DB = f"{TEST_DB}_model"
 LEASE = 30

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from services.config import Settings
+from services.errors import DiskFull, TranscodeFailed
 from services.ffmpeg import SegmentFormat, build_hls_command, run_ffmpeg
 from services.ladder import Rendition, plan_ladder
 from services.playlists import (
@@ -52,6 +53,29 @@ class SegmentsWritten:
         while (self.folder / f"seg_{self.complete + 1:05d}{self.suffix}").exists():
             self.complete += 1
         return float(self.complete * self.segment_seconds)
+
+
+# Less room than this left on the output's filesystem, after an incomplete output, means the
+# disk filled up (ffmpeg's HLS muxer says nothing when a write fails, and exits 0).
+FULL_DISK_BYTES = 1024 * 1024
+
+
+def check_complete(media_dirs: Sequence[Path]) -> None:
+    """Every media playlist ffmpeg wrote must be whole: ENDLIST and at least one segment, each
+    of which exists. Raised otherwise: `disk_full` (transient) when the disk is full, else
+    `transcode_failed`."""
+    for media_dir in media_dirs:
+        playlist = media_dir / MEDIA_PLAYLIST
+        text = playlist.read_text() if playlist.is_file() else ""
+        segments = parse_media_playlist(text).segments
+        if "#EXT-X-ENDLIST" in text and segments and all((media_dir / s.uri).is_file() for s in segments):
+            continue
+        usage = shutil.disk_usage(media_dir)
+        if usage.free < FULL_DISK_BYTES:
+            raise DiskFull(
+                f"The disk filled up while ffmpeg wrote {media_dir.name}: {usage.free} bytes left."
+            )
+        raise TranscodeFailed(f"ffmpeg left {media_dir.name}/{MEDIA_PLAYLIST} incomplete.")
 
 
 def measure_variant(media_dir: Path) -> Bitrates:
@@ -135,6 +159,7 @@ def transcode_to_hls(
                 out_dir / renditions[0].name, segment_format, settings.segment_seconds
             ),
         )
+        check_complete([out_dir / rendition.name for rendition in renditions])
         measured = [measure_variant(out_dir / rendition.name) for rendition in renditions]
         master = write_master_playlist(renditions, info.has_audio, measured, fmp4=segment_format == "fmp4")
         (out_dir / MASTER_PLAYLIST).write_text(master)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import m3u8
 import pytest
 
 from services.config import Settings
-from services.errors import Canceled, StageTimeout, TranscodeFailed
+from services.errors import Canceled, ConveyorError, StageTimeout, TranscodeFailed
 from services.ffmpeg import build_hls_command, run_ffmpeg
 from services.hls import transcode_to_hls
 from services.ladder import plan_ladder
@@ -255,4 +256,45 @@ def test_failure_carries_ffmpeg_stderr(tmp_path: Path) -> None:
 def test_memory_limit_is_enforced() -> None:
     with pytest.raises(TranscodeFailed):
         run_ffmpeg(ENDLESS, duration=600, memory_limit_bytes=16 * 1024 * 1024, timeout=30)
+    assert ffmpeg_children() == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MB filesystem (tmpfs; the tests run as root), to fill up."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_is_a_transient_disk_full(tmp_path: Path, tiny_disk: Path) -> None:
+    source = make_clip(tmp_path / "source.mp4", "640x360", 6, audio=True)
+    with pytest.raises(ConveyorError) as failure:
+        transcode_to_hls(
+            source,
+            tiny_disk / "out",
+            Settings(segment_seconds=2, x264_preset="ultrafast"),
+            info=probe(source),
+            requested=None,
+            on_progress=lambda _: None,
+            should_stop=lambda: False,
+        )
+    assert (failure.value.code, failure.value.transient) == ("disk_full", True)
+    assert ffmpeg_children() == []
+
+
+def test_an_ffmpeg_killed_from_outside_is_a_transient_failure() -> None:
+    """The kernel's OOM killer (or an operator) says nothing about the media: retry it."""
+
+    def kill_it(_: float) -> None:
+        for pid in ffmpeg_children():
+            os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(TranscodeFailed) as failure:
+        run_ffmpeg(ENDLESS, duration=600, on_progress=kill_it, timeout=60)
+    assert failure.value.transient and "SIGKILL" in failure.value.message
     assert ffmpeg_children() == []

@@ -8,9 +8,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from services.config import get_settings
+from services.errors import StorageFailed
 from services.storage import Delivery, ensure_bucket, make_s3_client, publish_tiers, publish_tree
 
 pytestmark = pytest.mark.integration
@@ -77,3 +79,25 @@ def test_a_tier_is_complete_before_the_next_one_starts(s3_server: str, tmp_path:
     assert stored["ContentType"] == "application/vnd.apple.mpegurl"
     lines = stored["Body"].read().decode().splitlines()
     assert next(line for line in lines if "seg_00000.ts" in line).startswith("http")
+
+
+def test_an_upload_boto3_gives_up_on_is_a_storage_failure(s3_server: str, tmp_path: Path) -> None:
+    """boto3's transfer manager wraps what went wrong in S3UploadFailedError: a refusal (here,
+    a wrong secret key) must come out as `storage_failed` (retried), not as a crash."""
+    settings = get_settings()
+    delivery = Delivery(
+        client=boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region,
+            aws_access_key_id="conveyor-test",
+            aws_secret_access_key="not-the-secret",
+        ),
+        bucket=BUCKET,
+        public_base_url="http://cdn.example",  # no presigning: every file goes through upload_file
+        presign_seconds=60,
+        multipart_threshold=1024,
+    )
+    with pytest.raises(StorageFailed) as failure:
+        publish_tree(delivery, hls_tree(tmp_path / "hls"), "hls/x")
+    assert failure.value.transient

@@ -34,13 +34,17 @@ imports = (
     "tasks.maintenance",
     "tasks.shutdown",
     "tasks.pauses",
+    "tasks.webhooks",
+    "tasks.idempotency",
 )
 # One direct exchange per queue, so a message routed to `video` lands in `video` alone.
 task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
 task_default_queue = "fetch"
 # Route by explicit task name, so renaming a module never strands queued messages.
 task_routes = {f"pipeline.{stage}": {"queue": queue} for stage, queue in STAGE_QUEUES.items()} | {
-    "maintenance.*": {"queue": "fetch"}
+    "maintenance.*": {"queue": "fetch"},
+    # Webhook attempts (retries, redeliveries) run where the notify stage does.
+    "webhooks.*": {"queue": "notify"},
 }
 
 # Acknowledge after the stage ran: a worker that dies mid-stage leaves the message to redeliver.
@@ -67,4 +71,8 @@ worker_max_tasks_per_child = 100
 
 beat_schedule = {
     "sweep-stages": {"task": "maintenance.sweep", "schedule": _settings.sweep_interval_seconds},
+    # Webhook messages due for an attempt; the schedule's first retry is seconds away.
+    "send-webhooks": {"task": "maintenance.send_webhooks", "schedule": _settings.webhook_dispatch_seconds},
+    # Idempotency keys answer for a day; older ones are deleted.
+    "expire-idempotency-keys": {"task": "maintenance.expire_idempotency_keys", "schedule": 3600.0},
 }

@@ -11,17 +11,25 @@ from models.jobs import (
     JobStage,
     WebhookDelivery,
 )
+from models.tenancy import IdempotencyKey, MetricCount
+from models.webhooks import MESSAGE_STATUSES, WebhookEndpoint, WebhookMessage, WebhookSecret
 
 __all__ = [
     "JOB_STATUSES",
+    "MESSAGE_STATUSES",
     "STAGE_NAMES",
     "STAGE_STATUSES",
     "ApiKey",
     "Base",
+    "IdempotencyKey",
     "Job",
     "JobEvent",
     "JobStage",
+    "MetricCount",
     "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookMessage",
+    "WebhookSecret",
     "make_engine",
     "make_session_factory",
 ]

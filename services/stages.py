@@ -19,6 +19,7 @@ from models import STAGE_NAMES, Job, JobEvent, JobStage
 from services.config import Settings
 from services.errors import ConveyorError
 from services.jobs import build_result
+from services.webhooks.messages import has_webhook_targets
 
 ACTIVE_JOB_STATUSES = ("queued", "running")
 LAST_WORK_STAGE = "analyze"
@@ -148,7 +149,7 @@ def _skip(session: Session, job_id: uuid.UUID, stage: str) -> None:
 
 
 def _queue_notification(session: Session, job: Job) -> None:
-    if job.options.get("webhook_url"):
+    if has_webhook_targets(session, job):
         _queue(session, job.id, "notify")
     else:
         _skip(session, job.id, "notify")
@@ -229,7 +230,7 @@ def fail_stage(session: Session, job_id: uuid.UUID, stage: str, code: str, messa
 
 
 def max_attempts_for(stage: str, settings: Settings) -> int:
-    return settings.webhook_max_attempts if stage == "notify" else settings.stage_max_attempts
+    return settings.stage_max_attempts
 
 
 def _cancel_job(session: Session, job: Job, stage: str | None) -> None:

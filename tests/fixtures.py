@@ -27,7 +27,7 @@ from werkzeug.serving import make_server
 
 from scripts.s3server import start_weed, stop_weed
 from services.config import get_settings
-from tests.conftest import REDIS_OWNER_KEY, S3_PORT, TEST_DB, TEST_ROOT
+from tests.conftest import API_PORT, REDIS_OWNER_KEY, S3_PORT, TEST_DB, TEST_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = os.uname().nodename
@@ -74,6 +74,10 @@ def s3_server() -> Iterator[str]:
         access_key=os.environ["AWS_ACCESS_KEY_ID"],
         secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
     )
+    # Set-up, as `make run` does it (the embedded S3 server) and never a worker.
+    from services.storage import configure_delivery_bucket, make_s3_client
+
+    configure_delivery_bucket(make_s3_client(settings), settings.s3_bucket, settings.s3_cors_origins)
     yield settings.s3_endpoint_url or ""
     stop_weed(proc)
 
@@ -208,7 +212,7 @@ def workers(worker_pool: WorkerPool) -> WorkerProcess:
 def api_url(database: str, s3_server: str) -> Iterator[str]:
     from api import create_app
 
-    server = make_server("127.0.0.1", 0, create_app(), threaded=True)
+    server = make_server("127.0.0.1", API_PORT, create_app(), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -303,8 +304,8 @@ class WebhookReceiver:
             return 500 if self.seen_per_id[webhook_id] <= self.fail_first_per_id else 200
 
 
-@pytest.fixture
-def webhook_receiver() -> Iterator[WebhookReceiver]:
+@contextmanager
+def receiving_webhooks() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -324,8 +325,23 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     receiver.url = f"http://127.0.0.1:{server.server_port}/hooks/conveyor"
-    yield receiver
-    server.shutdown()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    with receiving_webhooks() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def second_webhook_receiver() -> Iterator[WebhookReceiver]:
+    """Another tenant's receiver."""
+    with receiving_webhooks() as receiver:
+        yield receiver
 
 
 def new_id() -> str:

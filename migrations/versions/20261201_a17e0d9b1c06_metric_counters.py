@@ -4,7 +4,8 @@
 scrape. Triggers now keep those counts in metric_counts in the very transactions that change
 a job's status or finish a stage (whoever runs them), so a scrape sums a few dozen rows.
 Each backend adds to its own shard (pid % 8): concurrent submissions do not queue on one
-row. The buckets below are services/metrics.py's STAGE_BUCKETS; a test checks they agree.
+row. The triggers are deferred to commit, so a counter row is locked only while its
+transaction commits, after every other lock it takes: counting adds no deadlock. The buckets below are services/metrics.py's STAGE_BUCKETS; a test checks they agree.
 Existing rows are counted once here.
 
 Revision ID: a17e0d9b1c06
@@ -81,21 +82,21 @@ def upgrade() -> None:
     )
     op.execute(
         """
-        CREATE TRIGGER jobs_count_status AFTER INSERT OR DELETE ON jobs
-        FOR EACH ROW EXECUTE FUNCTION conveyor_count_job_status()
+        CREATE CONSTRAINT TRIGGER jobs_count_status AFTER INSERT OR DELETE ON jobs
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION conveyor_count_job_status()
         """
     )
     op.execute(
         """
-        CREATE TRIGGER jobs_count_status_change AFTER UPDATE OF status ON jobs
-        FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+        CREATE CONSTRAINT TRIGGER jobs_count_status_change AFTER UPDATE OF status ON jobs
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
         EXECUTE FUNCTION conveyor_count_job_status()
         """
     )
     op.execute(
         """
-        CREATE TRIGGER job_stages_count_duration AFTER UPDATE OF status ON job_stages
-        FOR EACH ROW WHEN (
+        CREATE CONSTRAINT TRIGGER job_stages_count_duration AFTER UPDATE OF status ON job_stages
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (
             NEW.status = 'succeeded' AND OLD.status IS DISTINCT FROM 'succeeded'
             AND NEW.started_at IS NOT NULL AND NEW.finished_at IS NOT NULL
         )

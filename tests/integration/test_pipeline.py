@@ -17,6 +17,7 @@ from tests.media import make_clip
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture(scope="module")
 def clip_720p(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("media") / "clip.mp4", width=1280, height=720, seconds=3)

@@ -117,7 +117,7 @@ class EventFeed:
             try:
                 self._wake(watches)
             except Exception:
-                log.warning("event feed: PostgreSQL did not answer", exc_info=True)
+                log.warning("event feed: reading new events failed", exc_info=True)
             time.sleep(self.poll_seconds)
 
     def _wake(self, watches: list[Watch]) -> None:
@@ -125,11 +125,8 @@ class EventFeed:
         for watch in watches:
             floors[watch.job_id] = min(watch.after, floors.get(watch.job_id, watch.after))
         with self.sessions() as session:
-            latest: dict[uuid.UUID, int] = dict(
-                session.execute(
-                    _NEWEST_AFTER, {"jobs": list(floors), "afters": [floors[job] for job in floors]}
-                ).tuples()
-            )
+            rows = session.execute(_NEWEST_AFTER, {"jobs": list(floors), "afters": list(floors.values())})
+            latest: dict[uuid.UUID, int] = {job_id: newest for job_id, newest in rows}
         for watch in watches:
             if latest.get(watch.job_id, 0) > watch.after:
                 watch.woken.set()

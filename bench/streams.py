@@ -21,49 +21,18 @@ import socket
 import statistics
 import time
 import uuid
-from datetime import timedelta
 
 import requests
 
 from bench.harness import Stack
 from bench.report import Figure, at_least, context, report
+from models import make_engine, make_session_factory
+from tests.streams import open_stream, parked_jobs
 
 BOUND_SECONDS = 1.0
 JOBS = 20
 GEVENT_STEPS = (50, 100, 200, 400, 600, 900)
 GTHREAD_STEPS = (4, 8, 12, 16, 24)
-
-
-def running_jobs(stack: Stack, owner: uuid.UUID) -> list[uuid.UUID]:
-    from sqlalchemy import func, update
-
-    from models import Job, JobStage, make_engine, make_session_factory
-    from services.jobs import create_job
-
-    engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{stack.database}")
-    ids = []
-    with make_session_factory(engine).begin() as session:
-        for _ in range(JOBS):
-            job = create_job(session, owner_id=owner, source={"url": "http://127.0.0.1:9/x"}, options={}).job
-            session.execute(update(Job).where(Job.id == job.id).values(status="running"))
-            session.execute(
-                update(JobStage)
-                .where(JobStage.job_id == job.id, JobStage.name == "fetch")
-                .values(
-                    status="running", attempts=1, worker="absent", lease_until=func.now() + timedelta(hours=2)
-                )
-            )
-            ids.append(job.id)
-    engine.dispose()
-    return ids
-
-
-def open_stream(url: str, key: str, job_id: uuid.UUID) -> socket.socket:
-    host, port = url.removeprefix("http://").split(":")
-    conn = socket.create_connection((host, int(port)), timeout=10)
-    head = f"GET /api/v1/jobs/{job_id}/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\r\n"
-    conn.sendall(head.encode())
-    return conn
 
 
 def answered_within(call: object, limit: float) -> float:
@@ -133,7 +102,9 @@ def main() -> None:
     with Stack("streams", redis_db=args.redis_db, overrides={"WEB_CONCURRENCY": "1"}) as stack:
         key = stack.create_key()
         owner = stack.query("SELECT id FROM api_keys LIMIT 1")[0][0]
-        jobs = running_jobs(stack, owner)
+        engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{stack.database}")
+        jobs = parked_jobs(make_session_factory(engine), owner, JOBS)
+        engine.dispose()
         print("gthread, 8 threads (the previous configuration):", flush=True)
         os.environ["GUNICORN_CMD_ARGS"] = "--worker-class gthread --threads 8"
         before = climb(stack, key, jobs, GTHREAD_STEPS)

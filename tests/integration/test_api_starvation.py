@@ -10,20 +10,16 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 
 import pytest
 import requests
-from sqlalchemy import func, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Job, JobStage
-from services.jobs import create_job
 from services.stages import record_event
 from tests.conftest import TEST_ROOT, free_port
 from tests.fixtures import REPO, make_key, wait_until
+from tests.streams import open_stream, parked_jobs
 
 pytestmark = pytest.mark.integration
 
@@ -58,35 +54,6 @@ def gunicorn(database: str, s3_server: str) -> Iterator[str]:
         log.close()
 
 
-def running_jobs(sessions: sessionmaker[Session], owner: uuid.UUID, count: int) -> list[uuid.UUID]:
-    """Jobs whose fetch runs under a live lease of a worker that does not exist: they stay
-    running (nothing claims or sweeps them), so their streams stay open."""
-    ids = []
-    with sessions.begin() as session:
-        for _ in range(count):
-            job = create_job(
-                session, owner_id=owner, source={"url": "http://127.0.0.1:9/x.mp4"}, options={}
-            ).job
-            session.execute(update(Job).where(Job.id == job.id).values(status="running"))
-            session.execute(
-                update(JobStage)
-                .where(JobStage.job_id == job.id, JobStage.name == "fetch")
-                .values(
-                    status="running", attempts=1, worker="absent", lease_until=func.now() + timedelta(hours=1)
-                )
-            )
-            ids.append(job.id)
-    return ids
-
-
-def open_stream(base: str, key: str, job_id: uuid.UUID) -> socket.socket:
-    host, port = base.removeprefix("http://").split(":")
-    conn = socket.create_connection((host, int(port)), timeout=30)
-    head = f"GET /api/v1/jobs/{job_id}/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\r\n"
-    conn.sendall(head.encode())
-    return conn
-
-
 def read_until(conn: socket.socket, marker: bytes, timeout: float) -> bytes:
     conn.settimeout(timeout)
     seen = b""
@@ -115,7 +82,7 @@ def test_200_open_streams_starve_neither_livez_nor_submissions(
 
         owner = find_key(connection, key)
     assert owner is not None
-    jobs = running_jobs(sessions, owner.id, JOBS)
+    jobs = parked_jobs(sessions, owner.id, JOBS)
     streams = [open_stream(gunicorn, key, jobs[n % JOBS]) for n in range(STREAMS)]
     try:
         for conn in streams:

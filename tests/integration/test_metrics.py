@@ -68,9 +68,8 @@ def test_metrics_cover_jobs_stages_queues_webhooks_and_requests(
     # The counters the triggers keep agree with the rows they count.
     def counted_as_stored() -> bool:
         with sessions() as session:
-            stored = dict(
-                session.execute(select(Job.status, func.count()).group_by(Job.status)).tuples().all()
-            )
+            rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
+            stored = {status: count for status, count in rows}
         scraped = scrape(api_url)["conveyor_jobs"]
         return all(scraped[(("status", status),)] == stored.get(status, 0) for status in JOB_STATUSES)
 

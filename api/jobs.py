@@ -59,7 +59,7 @@ def idempotency_of(*request_parts: Any) -> tuple[str, str] | None:
     return check_key(header), fingerprint(request.path, *request_parts)
 
 
-def replay(idempotency: tuple[str, str] | None) -> ResponseReturnValue | None:
+def replay(idempotency: tuple[str, str] | None) -> Response | None:
     """The answer about the job an earlier request with this key made, if there was one."""
     if idempotency is None:
         return None
@@ -108,7 +108,7 @@ def submit_job(
     job_id: uuid.UUID | None = None,
     idempotency: tuple[str, str] | None = None,
     incoming_bytes: int = 0,
-) -> ResponseReturnValue:
+) -> Response:
     """Commit the job first, then send: if the broker is down the sweeper sends it later.
     With an Idempotency-Key, a concurrent duplicate that lost the race answers the winner's job."""
     try:

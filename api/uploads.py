@@ -107,6 +107,6 @@ def upload() -> ResponseReturnValue:
     except Exception:
         workspace.remove_job(job_id)
         raise
-    if idempotency is not None and getattr(answer, "headers", {}).get("Idempotent-Replayed"):
+    if "Idempotent-Replayed" in answer.headers:
         workspace.remove_job(job_id)  # a concurrent duplicate made the job first
     return answer

@@ -8,8 +8,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, Row, func, select, update
 from sqlalchemy.orm import Session
 
 from models import ApiKey
@@ -39,7 +40,8 @@ def _columns(entitlements: Entitlements) -> dict[str, object]:
     }
 
 
-def entitlements_of(row: ApiKey) -> Entitlements:
+def entitlements_of(row: ApiKey | Row[*tuple[Any, ...]]) -> Entitlements:
+    """The entitlements of a key, from its ORM object or a row of its entitlement columns."""
     return Entitlements(
         priorities=tuple(row.priorities),
         source_buckets=tuple(row.source_buckets),
@@ -96,16 +98,7 @@ def find_key(connection: Connection, key: str) -> Caller | None:
         ApiKey.max_source_bytes_per_day,
     ).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     row = connection.execute(live).one_or_none()
-    if row is None:
-        return None
-    granted = Entitlements(
-        priorities=tuple(row.priorities),
-        source_buckets=tuple(row.source_buckets),
-        analysis_backends=tuple(row.analysis_backends),
-        max_active_jobs=row.max_active_jobs,
-        max_source_bytes_per_day=row.max_source_bytes_per_day,
-    )
-    return Caller(row.id, row.is_admin, granted)
+    return None if row is None else Caller(row.id, row.is_admin, entitlements_of(row))
 
 
 class RecentKeys:

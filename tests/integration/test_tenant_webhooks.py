@@ -7,12 +7,13 @@ refusals are not retried, and attempts are listed and redeliverable."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook, WebhookVerificationError
 
@@ -221,3 +222,34 @@ def test_concurrent_attempts_at_one_due_message_send_it_once(
             select(func.count()).select_from(WebhookMessage).where(WebhookMessage.job_id == job_id)
         )
     assert count == 1
+
+
+def test_finding_due_messages_reads_the_due_ones_not_the_history(
+    tenant_a: ApiClient, sessions: sessionmaker[Session]
+) -> None:
+    """The sweep's query walks the partial index of messages in flight: thousands of
+    delivered ones cost it nothing."""
+    job_id = tenant_a.post("/api/v1/jobs", json={"source": FAILING_SOURCE}).json()["id"]
+    with sessions.begin() as session:
+        session.execute(
+            text(
+                "INSERT INTO webhook_messages (job_id, owner_id, target, url, webhook_id, event_type,"
+                " payload, status, attempts) SELECT CAST(:job AS uuid), owner_id, 'history:' || n,"
+                " 'http://x', 'msg_' || n, 'job.failed', '{}', 'delivered', 1"
+                " FROM jobs, generate_series(1, 5000) AS n WHERE id = :job"
+            ),
+            {"job": job_id},
+        )
+        session.execute(text("ANALYZE webhook_messages"))
+        due = (
+            select(WebhookMessage.id)
+            .where(
+                WebhookMessage.status.in_(("pending", "sending")),
+                WebhookMessage.next_attempt_at <= func.now(),
+            )
+            .order_by(WebhookMessage.next_attempt_at)
+            .limit(1000)
+        )
+        compiled = due.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
+        plan = session.execute(text(f"EXPLAIN (FORMAT JSON) {compiled}")).scalar_one()
+    assert "ix_webhook_messages_due" in json.dumps(plan), plan

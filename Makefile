@@ -38,10 +38,21 @@ bootstrap:
 bootstrap-venv:
 	@bash scripts/bootstrap.sh --no-services
 
-run: bootstrap .env
+run: bootstrap .env secret-key
 	@mkdir -p $(DATA)/work $(DATA)/s3
 	$(WITH_ENV) $(BIN)/alembic upgrade head
+ifdef S3_ENDPOINT_URL
+	$(WITH_ENV) $(BIN)/flask --app api setup-bucket
+endif
 	PATH="$(BIN):$$PATH" $(WITH_ENV) $(BIN)/honcho start --env /dev/null $(RUN_PROCESSES)
+
+# A .env written before CONVEYOR_SECRET_KEY existed gets one (it derives every tenant's webhook
+# secret and the playback tokens; CONVEYOR_WEBHOOK_SECRET no longer signs anything).
+.PHONY: secret-key
+secret-key: .env
+	@grep -q '^CONVEYOR_SECRET_KEY=' .env || { \
+	  echo "CONVEYOR_SECRET_KEY=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(48))')" >> .env; \
+	  echo "added CONVEYOR_SECRET_KEY to .env"; }
 
 # Written once, on the first `make run`, with fresh secrets; edit it freely afterwards.
 # With a user-given S3 endpoint, neither the endpoint nor S3 keys are written: they come from
@@ -59,7 +70,7 @@ run: bootstrap .env
 	    echo "AWS_ACCESS_KEY_ID=conveyor"; \
 	    echo "AWS_SECRET_ACCESS_KEY=$$(secret 30)"; \
 	  fi; \
-	  echo "CONVEYOR_WEBHOOK_SECRET=whsec_$$($(BIN)/python -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(24)).decode())')"; \
+	  echo "CONVEYOR_SECRET_KEY=$$(secret 48)"; \
 	  echo "FLOWER_BASIC_AUTH=admin:$$(secret 18)"; \
 	  echo "LOG_LEVEL=INFO"; \
 	} > $@.tmp

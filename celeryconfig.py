@@ -36,6 +36,8 @@ imports = (
     "tasks.maintenance",
     "tasks.shutdown",
     "tasks.pauses",
+    "tasks.webhooks",
+    "tasks.idempotency",
 )
 # One direct exchange per queue, so a message routed to `video` lands in `video` alone.
 task_queues = [
@@ -44,7 +46,9 @@ task_queues = [
 task_default_queue = "fetch"
 # Route by explicit task name, so renaming a module never strands queued messages.
 task_routes = {f"pipeline.{stage}": {"queue": queue} for stage, queue in STAGE_QUEUES.items()} | {
-    "maintenance.*": {"queue": MAINTENANCE_QUEUE}
+    "maintenance.*": {"queue": MAINTENANCE_QUEUE},
+    # Webhook attempts (retries, redeliveries) run where the notify stage does.
+    "webhooks.*": {"queue": "notify"},
 }
 
 # Acknowledge after the stage ran: a worker that dies mid-stage leaves the message to redeliver.
@@ -53,12 +57,17 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 # Long stages: a worker holds one message at a time, so idle workers get the rest.
 worker_prefetch_multiplier = 1
-# Redis redelivers unacked messages after this; it must outlast the longest stage. A worker on
-# several queues serves them in turn ("round_robin", kombu's default): "priority" would serve a
-# later queue only once every earlier one is empty, so a fetch backlog would starve transcodes.
-# Message priorities still order each queue (priority_steps).
+# Redis gives a message back to the queue when its worker has not acknowledged it within the
+# visibility timeout: a message a killed worker took but never started is back that soon.
+# It need not outlast a stage: a running stage's message delivered again is refused by the
+# claim. Each worker looks for such messages every unacked_restore_interval seconds.
+# A worker on several queues serves them in turn ("round_robin", kombu's default): "priority"
+# would serve a later queue only once every earlier one is empty, so a fetch backlog would
+# starve transcodes. Message priorities still order each queue (priority_steps).
 broker_transport_options = {
-    "visibility_timeout": max(_settings.time_limits(stage)[1] for stage in STAGE_QUEUES) + 600,
+    "visibility_timeout": _settings.broker_visibility_timeout_seconds,
+    "unacked_restore_interval": min(10, _settings.broker_visibility_timeout_seconds),
+    "unacked_restore_throttle": 1,
     "queue_order_strategy": "round_robin",
     "priority_steps": [0, 3, 6, 9],
     "socket_connect_timeout": 2,
@@ -73,11 +82,19 @@ worker_send_task_events = True
 worker_max_tasks_per_child = 100
 
 beat_schedule = {
-    # A sweep not taken within its interval is dropped: the next one does the same work, and a
-    # maintenance worker coming back must not run a pile of stale sweeps.
+    # A periodic task not taken within its interval is dropped: the next one does the same
+    # work, and a maintenance worker coming back must not run a pile of stale ones.
     "sweep-stages": {
         "task": "maintenance.sweep",
         "schedule": _settings.sweep_interval_seconds,
         "options": {"expires": _settings.sweep_interval_seconds},
     },
+    # Webhook messages due for an attempt; the schedule's first retry is seconds away.
+    "send-webhooks": {
+        "task": "maintenance.send_webhooks",
+        "schedule": _settings.webhook_dispatch_seconds,
+        "options": {"expires": _settings.webhook_dispatch_seconds},
+    },
+    # Idempotency keys answer for a day; older ones are deleted.
+    "expire-idempotency-keys": {"task": "maintenance.expire_idempotency_keys", "schedule": 3600.0},
 }

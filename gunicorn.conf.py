@@ -5,11 +5,14 @@ import os
 
 bind = os.environ.get("API_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Threads, not sync workers: an upload of gigabytes or an open SSE stream would otherwise hold
-# a whole worker and, past `timeout`, get it killed mid-request. With gthread the worker's
-# main thread keeps heart-beating while request threads stream.
-worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "8"))
+# gevent, not threads: an open progress stream (SSE, up to ten minutes) or a slow upload is a
+# greenlet waiting on its socket, not one of a few request threads, so browser tabs cannot
+# starve /livez or submissions (bench/streams.py: with gthread's 8 threads a ninth stream
+# already stalled /livez; with gevent hundreds do not). psycopg (3.1.14+), redis-py and
+# boto3 all wait cooperatively once gunicorn has monkey-patched the standard library.
+worker_class = "gevent"
+# Connections one worker holds at once (open streams count).
+worker_connections = int(os.environ.get("WEB_CONNECTIONS", "1000"))
 # A listening socket per worker (SO_REUSEPORT), so the kernel spreads new connections over the
 # workers. With one shared socket the first worker to wake accepts a burst of keep-alive
 # connections alone and, bound by one GIL, serves them on one core while the others idle

@@ -9,7 +9,7 @@ import uuid
 from flask import Blueprint, Flask, g, request
 from flask.wrappers import Response
 
-from api import health, jobs, openapi, queue, uploads, web
+from api import health, jobs, openapi, playback, queue, uploads, web, webhooks
 from api.auth import authenticate
 from api.cli import register_cli
 from api.db import init_db
@@ -19,6 +19,7 @@ from api.metrics import bp as metrics_bp
 from api.metrics import init_metrics
 from services.apikeys import RecentKeys
 from services.config import Settings, get_settings
+from services.events import EventFeed
 from services.logs import configure_logging, log_context
 from services.workspace import Workspace
 
@@ -36,6 +37,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["conveyor.workspace"] = Workspace.from_url(settings.workspace_url)
     init_db(app, settings)
     app.extensions["conveyor.keys"] = RecentKeys(settings.api_key_cache_seconds)
+    app.extensions["conveyor.feed"] = EventFeed(app.extensions["conveyor.sessions"])
+    playback.init_playback(app, settings)
+    health.init_health(app, settings)
+    queue.init_queue_health(app, settings)
     register_error_handlers(app)
     register_cli(app)
     init_limits(app, settings)
@@ -46,6 +51,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     v1.register_blueprint(jobs.bp)
     v1.register_blueprint(uploads.bp)
     v1.register_blueprint(queue.bp)
+    v1.register_blueprint(webhooks.bp)
+    v1.register_blueprint(playback.bp)
     v1.register_blueprint(openapi.bp)
     app.register_blueprint(v1)
     app.register_blueprint(health.bp)
@@ -54,6 +61,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.teardown_request(uploads.discard_incoming)
     _log_requests(app)
     return app
+
+
+def _loggable_path() -> str:
+    """The request's path, except where the path is a credential (playback tokens): there the
+    route template."""
+    if request.url_rule is not None and "<token>" in request.url_rule.rule:
+        return request.url_rule.rule
+    return request.path
 
 
 def _log_requests(app: Flask) -> None:
@@ -70,7 +85,7 @@ def _log_requests(app: Flask) -> None:
                 "request",
                 extra={
                     "method": request.method,
-                    "path": request.path,
+                    "path": _loggable_path(),
                     "status": response.status_code,
                     "duration_ms": round((time.perf_counter() - g.started) * 1000, 1),
                 },

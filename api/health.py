@@ -1,17 +1,45 @@
-"""Liveness and readiness: is the process up; can it reach PostgreSQL, Redis and S3."""
+"""Liveness and readiness: is the process up; can it reach PostgreSQL, Redis and S3.
+
+The clients are made once per app and reused: a readiness probe every few seconds must not
+build a boto3 client (tens of milliseconds of CPU) or open a Redis connection each time."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import Blueprint, Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from api.db import sessions
 from api.openapi import operation
 from api.responses import Readiness, Status
 from services.config import Settings
-from services.health import check_database, check_redis, check_s3
+from services.health import CHECK_TIMEOUT_SECONDS, check_database, check_redis, check_s3, health_redis_client
+from services.storage import make_s3_client
 
 bp = Blueprint("health", __name__)
+
+
+@dataclass(frozen=True)
+class HealthClients:
+    redis: redis.Redis
+    s3: Any
+    bucket: str
+
+
+def init_health(app: Flask, settings: Settings) -> None:
+    app.extensions["conveyor.health"] = HealthClients(
+        redis=health_redis_client(settings.redis_url),
+        s3=make_s3_client(settings, timeout=CHECK_TIMEOUT_SECONDS, attempts=1),
+        bucket=settings.s3_bucket,
+    )
+
+
+def health_clients() -> HealthClients:
+    clients: HealthClients = current_app.extensions["conveyor.health"]
+    return clients
 
 
 @bp.get("/livez")
@@ -28,11 +56,11 @@ def livez() -> ResponseReturnValue:
     responses={200: Readiness, 503: Readiness},
 )
 def readyz() -> ResponseReturnValue:
-    settings: Settings = current_app.extensions["conveyor.settings"]
+    clients = health_clients()
     checks = {
         "postgres": check_database(sessions()),
-        "redis": check_redis(settings.redis_url),
-        "s3": check_s3(settings),
+        "redis": check_redis(clients.redis),
+        "s3": check_s3(clients.s3, clients.bucket),
     }
     ready = all(check["ok"] for check in checks.values())
     return jsonify({"status": "ready" if ready else "unavailable", "checks": checks}), 200 if ready else 503

@@ -7,9 +7,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import IntegrityError
 
 from api.auth import caller, visible_job
-from api.db import db, sessions, single_statement
+from api.db import db, lookup_connection, sessions, single_statement
 from api.errors import ApiError
 from api.limits import submit_limit
 from api.openapi import operation
@@ -17,9 +18,12 @@ from api.responses import JobEventOut, JobListQuery, JobOut, JobPage, JobResult,
 from api.schemas import JobRequest, parse_job_request, parse_model
 from models import Job
 from services.contract import Dispatch, request_cancel
-from services.events import parse_last_event_id, stream_job_events
-from services.jobs import create_job, job_to_dict
+from services.entitlements import check_quotas
+from services.events import EventFeed, parse_last_event_id, stream_job_events
+from services.idempotency import check_key, fingerprint, replayed_job
+from services.jobs import CreatedJob, create_job, get_job, job_to_dict
 from services.operations import Cursor, list_jobs, retry_job, retry_needs_workspace
+from services.playback import PlaybackLinks
 from services.queue_stats import Waiting, waiting_position
 from services.workspace import Workspace
 from tasks.pipeline import dispatch, dispatch_all
@@ -27,10 +31,15 @@ from tasks.pipeline import dispatch, dispatch_all
 bp = Blueprint("jobs", __name__)
 
 
+def links() -> PlaybackLinks:
+    found: PlaybackLinks = current_app.extensions["conveyor.links"]
+    return found
+
+
 def job_body(job: Job, waiting: Waiting | None = None) -> dict[str, Any]:
     """The job as services present it, plus its place in line while a stage of it waits
     (looked up unless the caller already knows it)."""
-    body = job_to_dict(job)
+    body = job_to_dict(job, links())
     if waiting is None and job.status in ("queued", "running"):
         waiting = waiting_position(db(), job)
     body["position"] = waiting.position if waiting else None
@@ -38,13 +47,74 @@ def job_body(job: Job, waiting: Waiting | None = None) -> dict[str, Any]:
     return body
 
 
-def submit_job(
-    source: dict[str, Any], options: dict[str, Any], job_id: uuid.UUID | None = None
-) -> ResponseReturnValue:
-    """Commit the job first, then send: if the broker is down the sweeper sends it later."""
+def idempotency_of(*request_parts: Any) -> tuple[str, str] | None:
+    """(key, request fingerprint) when the request carries an Idempotency-Key."""
+    header = request.headers.get("Idempotency-Key")
+    if header is None:
+        return None
+    return check_key(header), fingerprint(request.path, *request_parts)
+
+
+def replay(idempotency: tuple[str, str] | None) -> Response | None:
+    """The answer about the job an earlier request with this key made, if there was one."""
+    if idempotency is None:
+        return None
+    with lookup_connection() as connection:
+        job_id = replayed_job(connection, caller().id, *idempotency)
+    job = get_job(db(), job_id) if job_id else None
+    if job is None:
+        return None
+    response = send(JobOut, job_body(job), 202)
+    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _create(
+    source: dict[str, Any],
+    options: dict[str, Any],
+    job_id: uuid.UUID | None,
+    idempotency: tuple[str, str] | None,
+    incoming_bytes: int,
+) -> CreatedJob:
+    who = caller()
+    if not who.entitlements.has_quotas:
+        # The hot path: one statement in autocommit.
+        return create_job(
+            single_statement(),
+            owner_id=who.id,
+            source=source,
+            options=options,
+            job_id=job_id,
+            idempotency=idempotency,
+        )
+    session = db()
+    check_quotas(session, who.id, who.entitlements, incoming_bytes)
     created = create_job(
-        single_statement(), owner_id=caller().id, source=source, options=options, job_id=job_id
+        session, owner_id=who.id, source=source, options=options, job_id=job_id, idempotency=idempotency
     )
+    session.commit()
+    return created
+
+
+def submit_job(
+    source: dict[str, Any],
+    options: dict[str, Any],
+    *,
+    job_id: uuid.UUID | None = None,
+    idempotency: tuple[str, str] | None = None,
+    incoming_bytes: int = 0,
+) -> Response:
+    """Commit the job first, then send: if the broker is down the sweeper sends it later.
+    With an Idempotency-Key, a concurrent duplicate that lost the race answers the winner's job."""
+    try:
+        created = _create(source, options, job_id, idempotency, incoming_bytes)
+    except IntegrityError:
+        db().rollback()
+        replayed = replay(idempotency)
+        if replayed is None:
+            raise
+        return replayed
     ahead = dispatch(Dispatch(created.job.id, "fetch", options.get("priority", "normal"), created.message_id))
     # Unsent (the broker is down), the place in line is counted in PostgreSQL instead.
     waiting = created.waiting(ahead) if ahead is not None else None
@@ -59,12 +129,15 @@ def submit_job(
     tag="jobs",
     body=JobRequest,
     responses={202: JobOut},
-    errors=(429,),
+    errors=(403, 409, 429),
+    idempotent=True,
 )
 @submit_limit
 def create() -> ResponseReturnValue:
     source, options = parse_job_request(request.get_json(silent=True))
-    return submit_job(source, options)
+    caller().entitlements.check_request(source, options)
+    idempotency = idempotency_of(source, options)
+    return replay(idempotency) or submit_job(source, options, idempotency=idempotency)
 
 
 @bp.get("/jobs")
@@ -88,7 +161,10 @@ def index() -> ResponseReturnValue:
         limit=query.limit,
         after=after,
     )
-    body = {"jobs": [job_to_dict(job) for job in jobs], "next_cursor": following and following.encode()}
+    body = {
+        "jobs": [job_to_dict(job, links()) for job in jobs],
+        "next_cursor": following and following.encode(),
+    }
     return send(JobPage, body)
 
 
@@ -106,9 +182,10 @@ def show(job_id: str) -> ResponseReturnValue:
 )
 def result(job_id: str) -> ResponseReturnValue:
     job = visible_job(job_id)
-    if job.result is None:
+    result = links().present(job)
+    if result is None:
         raise ApiError("not_found", f"Job {job_id} has no result yet (status {job.status}).")
-    return send(JobResult, job.result)
+    return send(JobResult, result)
 
 
 @bp.get("/jobs/<job_id>/events")
@@ -127,7 +204,8 @@ def result(job_id: str) -> ResponseReturnValue:
 def events(job_id: str) -> ResponseReturnValue:
     job = visible_job(job_id)
     after = parse_last_event_id(request.headers.get("Last-Event-ID"))
-    stream = stream_job_events(sessions(), job.id, after)
+    feed: EventFeed = current_app.extensions["conveyor.feed"]
+    stream = stream_job_events(sessions(), feed, job.id, after)
     # No buffering anywhere on the way: each event must reach the client when it happens.
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(stream, mimetype="text/event-stream", headers=headers)

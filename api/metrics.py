@@ -1,5 +1,5 @@
-"""GET /metrics: the pipeline (read from PostgreSQL and Redis at scrape time, see
-services/metrics.py) and this API process's own request latency."""
+"""GET /metrics: the pipeline (counters read from PostgreSQL and queue depths from Redis at
+scrape time, see services/metrics.py) and this API process's own request latency."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from api.db import sessions
 from api.openapi import operation
 from celeryconfig import STAGE_QUEUES
 from services.config import Settings
+from services.health import health_redis_client
 from services.metrics import PipelineCollector
 
 bp = Blueprint("metrics", __name__)
@@ -33,7 +34,9 @@ def init_metrics(app: Flask, settings: Settings) -> None:
     (those need prometheus-client's multiprocess mode, or one port per worker)."""
     registry = CollectorRegistry(auto_describe=True)
     with app.app_context():
-        registry.register(PipelineCollector(sessions(), settings.redis_url, STAGE_QUEUES))
+        registry.register(
+            PipelineCollector(sessions(), health_redis_client(settings.redis_url), STAGE_QUEUES)
+        )
     latency = Histogram(
         "conveyor_http_request_duration_seconds",
         "Time to answer an HTTP request, by route template (not raw path: ids would explode it).",

@@ -26,13 +26,13 @@ REF = "#/components/schemas/{model}"
 STANDARD_ERRORS = {
     400: "The request is malformed; the message says where.",
     401: "No API key, or an unknown or revoked one.",
-    403: "The route needs an admin key.",
+    403: "The route needs an admin key, or the key is not entitled to what the request asks for.",
     404: "No such job, or not yours.",
-    409: "The job is not in a state that allows this.",
+    409: "The job is not in a state that allows this, or the Idempotency-Key was used for another request.",
     413: "The upload is larger than the server accepts (refused from its Content-Length).",
     415: "The body is not multipart/form-data.",
     422: "The upload is not usable media.",
-    429: "Too many submissions for this key; retry after the Retry-After header's seconds.",
+    429: "Too many submissions for this key (retry after Retry-After), or one of its quotas is used up.",
     503: "A dependency is unavailable.",
 }
 
@@ -42,14 +42,17 @@ class Operation:
     summary: str
     access: Access
     tag: str
-    # status -> a model (JSON body) or a media type whose body is not JSON (text/event-stream)
-    responses: Mapping[int, type[BaseModel] | str]
+    # status -> a model (JSON body), a media type whose body is not JSON (text/event-stream),
+    # or None for no body
+    responses: Mapping[int, type[BaseModel] | str | None]
     body: type[BaseModel] | None = None
     multipart: bool = False
     query: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
     description: str = ""
     extra_models: tuple[type[BaseModel], ...] = field(default=())
+    # Takes an Idempotency-Key header (submissions).
+    idempotent: bool = False
 
 
 def operation(
@@ -57,17 +60,18 @@ def operation(
     *,
     access: Access = "key",
     tag: str,
-    responses: Mapping[int, type[BaseModel] | str],
+    responses: Mapping[int, type[BaseModel] | str | None],
     body: type[BaseModel] | None = None,
     multipart: bool = False,
     query: type[BaseModel] | None = None,
     errors: tuple[int, ...] = (),
     description: str = "",
     extra_models: tuple[type[BaseModel], ...] = (),
+    idempotent: bool = False,
 ) -> Callable[[View], View]:
     """Declare a view's contract; 401/403/400/404 are added from access, inputs and path."""
     declared = Operation(
-        summary, access, tag, responses, body, multipart, query, errors, description, extra_models
+        summary, access, tag, responses, body, multipart, query, errors, description, extra_models, idempotent
     )
 
     def mark(view: View) -> View:
@@ -118,6 +122,21 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     ]
 
 
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "The same key and request within 24 h answer the first job again (409: another request).",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+def _response(summary: str, model: type[BaseModel] | str | None, refs: Mapping[Any, Any]) -> dict[str, Any]:
+    if model is None:
+        return {"description": summary}
+    return {"description": summary, "content": _content(model, refs)}
+
+
 def _content(model: type[BaseModel] | str, refs: Mapping[Any, Any]) -> dict[str, Any]:
     if isinstance(model, str):
         return {model: {"schema": {"type": "object" if model.endswith("json") else "string"}}}
@@ -144,9 +163,10 @@ def build_document(app: Flask, *, title: str, version: str) -> dict[str, Any]:
         ]
         if op.query is not None:
             parameters += _query_parameters(op.query)
+        if op.idempotent:
+            parameters.append(IDEMPOTENCY_HEADER)
         responses: dict[str, Any] = {
-            str(status): {"description": op.summary, "content": _content(model, refs)}
-            for status, model in op.responses.items()
+            str(status): _response(op.summary, model, refs) for status, model in op.responses.items()
         }
         for status in sorted(_error_statuses(op, bool(rule.arguments))):
             responses.setdefault(

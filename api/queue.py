@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import redis
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Flask, current_app, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import db, sessions
+from api.db import db
 from api.errors import ApiError
 from api.jobs import retry_response
 from api.openapi import operation
@@ -39,7 +41,7 @@ from api.workers import (
 from celeryconfig import MAINTENANCE_QUEUE, QUEUES, STAGE_QUEUES
 from services.broker import queue_depths
 from services.config import Settings
-from services.health import check_database, check_redis
+from services.health import Refreshed, check_database, check_redis, health_redis_client
 from services.operations import delete_delivered_outputs, failed_jobs, jobs_to_clean
 from services.queue_stats import job_totals, stage_stats, stats_to_dict
 from services.queues import connect, mark_paused, paused_queues, take_paused
@@ -66,12 +68,33 @@ def _redis() -> Iterator[redis.Redis]:
         client.close()
 
 
-def _paused() -> dict[str, list[str]]:
-    try:
-        with _redis() as client:
-            return paused_queues(client)
-    except ApiError:
-        return {}
+# How often each API process asks the workers what they consume, in the background; an
+# answer older than a few rounds means the refresher is stuck, which is itself unhealthy.
+QUEUE_HEALTH_REFRESH_SECONDS = 5.0
+QUEUE_HEALTH_STALE_SECONDS = 3 * QUEUE_HEALTH_REFRESH_SECONDS + 2 * PAUSE_REPLY_SECONDS
+
+
+def init_queue_health(app: Flask, settings: Settings) -> None:
+    factory: sessionmaker[Session] = app.extensions["conveyor.sessions"]
+    client = health_redis_client(settings.redis_url)
+
+    def check() -> dict[str, Any]:
+        checks = {"postgres": check_database(factory), "redis": check_redis(client)}
+        up = checks["redis"]["ok"]
+        # The maintenance queue too: without a worker on it, nothing lost is ever recovered.
+        watched = [*QUEUES, MAINTENANCE_QUEUE]
+        workers = workers_by_queue(watched, consumers_by_worker()) if up else {}
+        try:
+            paused = sorted(paused_queues(client)) if up else []
+        except BROKER_ERRORS:
+            paused = []
+        unserved = [queue for queue in watched if queue not in paused and not workers.get(queue)]
+        healthy = all(check["ok"] for check in checks.values()) and not unserved
+        return {"healthy": healthy, "checks": checks, "workers": workers, "paused": paused}
+
+    app.extensions["conveyor.queue_health"] = Refreshed(
+        check, interval_seconds=QUEUE_HEALTH_REFRESH_SECONDS, first_wait_seconds=2 * PAUSE_REPLY_SECONDS
+    )
 
 
 @bp.get("/health")
@@ -80,17 +103,26 @@ def _paused() -> dict[str, list[str]]:
     access="public",
     tag="queue",
     responses={200: QueueHealth, 503: QueueHealth},
+    description=(
+        "Answered from a state each API process refreshes in the background every few seconds"
+        " (`age_seconds` says how old it is), so a call costs no broadcast to the workers."
+    ),
 )
 def health() -> ResponseReturnValue:
-    checks = {"postgres": check_database(sessions()), "redis": check_redis(_settings().redis_url)}
-    # The maintenance queue too: without a worker on it, nothing lost is ever recovered.
-    watched = [*QUEUES, MAINTENANCE_QUEUE]
-    workers = workers_by_queue(watched, consumers_by_worker()) if checks["redis"]["ok"] else {}
-    paused = sorted(_paused()) if checks["redis"]["ok"] else []
-    unserved = [queue for queue in watched if queue not in paused and not workers.get(queue)]
-    healthy = all(check["ok"] for check in checks.values()) and not unserved
-    body = {"healthy": healthy, "checks": checks, "workers": workers, "paused": paused}
-    return send(QueueHealth, body, 200 if healthy else 503)
+    refreshed: Refreshed[dict[str, Any]] = current_app.extensions["conveyor.queue_health"]
+    state, age = refreshed.get()
+    if state is None:
+        body: dict[str, Any] = {
+            "healthy": False,
+            "checks": {},
+            "workers": {},
+            "paused": [],
+            "age_seconds": None,
+        }
+    else:
+        body = state | {"age_seconds": round(age, 1)}
+        body["healthy"] = state["healthy"] and age <= QUEUE_HEALTH_STALE_SECONDS
+    return send(QueueHealth, body, 200 if body["healthy"] else 503)
 
 
 @bp.get("/stats")

@@ -127,6 +127,7 @@ class QueueHealth(BaseModel):
     checks: dict[str, Check] = Field(description="postgres and redis.")
     workers: dict[str, list[str]] = Field(description="Workers consuming each queue now.")
     paused: list[str]
+    age_seconds: float | None = Field(description="How old this answer is (refreshed in the background).")
 
 
 class Counts(BaseModel):
@@ -194,6 +195,57 @@ class QueueControl(BaseModel):
     queue: str
     paused: bool
     workers: list[str] = Field(description="The workers the command reached.")
+
+
+class EndpointOut(BaseModel):
+    id: uuid.UUID
+    url: str
+    events: list[str] | None = Field(description="Event types sent here; null is every type.")
+    created_at: datetime
+
+
+class EndpointSecret(EndpointOut):
+    secret: str = Field(description="The signing secret (whsec_…), shown only in this answer.")
+    previous_secret_expires_at: datetime | None = Field(
+        None, description="After a rotation: until when the previous secret still signs too."
+    )
+
+
+class EndpointList(BaseModel):
+    endpoints: list[EndpointOut]
+
+
+class TenantSecret(BaseModel):
+    secret: str = Field(description="Signs the webhooks sent to your jobs' own webhook_url (whsec_…).")
+    previous_secret_expires_at: datetime | None = Field(
+        None, description="After a rotation: until when the previous secret still signs too."
+    )
+
+
+class WebhookAttemptOut(BaseModel):
+    attempt: int
+    ok: bool
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    created_at: datetime
+
+
+class WebhookMessageOut(BaseModel):
+    id: int
+    webhook_id: str = Field(description="The webhook-id header: the same for every attempt of this event.")
+    event_type: str
+    endpoint_id: uuid.UUID | None = Field(description="The endpoint; null for the job's own webhook_url.")
+    url: str
+    status: Literal["pending", "sending", "delivered", "failed"]
+    attempts: list[WebhookAttemptOut]
+    next_attempt_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+
+
+class WebhookMessages(BaseModel):
+    messages: list[WebhookMessageOut]
 
 
 def send(model: type[BaseModel], body: dict[str, Any], status: int = 200) -> Response:

@@ -133,3 +133,28 @@ def parse_model(model: type[Model], raw: Any) -> Model:
         return model.model_validate({} if raw is None else raw)
     except ValidationError as error:
         raise ApiError("invalid_request", _describe(error)) from error
+
+
+EventType = Literal["job.succeeded", "job.failed", "job.canceled"]
+
+
+class EndpointRequest(Strict):
+    """POST /webhook-endpoints."""
+
+    url: str = Field(max_length=2048, description="Where the signed webhooks go (http or https).")
+    events: list[EventType] | None = Field(
+        None, min_length=1, description="Event types to send; all when omitted."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("url must be an http(s) URL")
+        return value
+
+
+class RedeliverRequest(Strict):
+    """POST /jobs/<id>/webhooks/redeliver: one message, or (omitted) every message of the job."""
+
+    message_id: int | None = Field(None, ge=1, le=2**62)

@@ -14,7 +14,6 @@ as the stages build their commands, a webhook receiver and a peak-memory sampler
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -134,7 +133,7 @@ class Stack:
         self.database = f"conveyor_bench_{os.getpid()}"
         self.redis_db = self.redis_db if self.redis_db is not None else idle_redis_db()
         self.s3_port = free_s3_port(start_offset=5000)
-        secret = base64.b64encode(secrets.token_bytes(24)).decode()
+        secret = secrets.token_urlsafe(48)
         os.environ.update(
             {
                 "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.database}",
@@ -145,7 +144,7 @@ class Stack:
                 "S3_PREFIX": "hls",
                 "AWS_ACCESS_KEY_ID": "conveyor-bench",
                 "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24),
-                "CONVEYOR_WEBHOOK_SECRET": f"whsec_{secret}",
+                "CONVEYOR_SECRET_KEY": secret,
                 # The benches' own HTTP servers (sources, webhook receiver) listen on loopback.
                 "SSRF_ALLOW_CIDRS": json.dumps(["127.0.0.0/8"]),
                 "SUBMIT_RATE_LIMIT": UNREACHABLE_RATE_LIMIT,

@@ -12,18 +12,26 @@ from models.jobs import (
     StageAttempt,
     WebhookDelivery,
 )
+from models.tenancy import IdempotencyKey, MetricCount
+from models.webhooks import MESSAGE_STATUSES, WebhookEndpoint, WebhookMessage, WebhookSecret
 
 __all__ = [
     "JOB_STATUSES",
+    "MESSAGE_STATUSES",
     "STAGE_NAMES",
     "STAGE_STATUSES",
     "ApiKey",
     "Base",
+    "IdempotencyKey",
     "Job",
     "JobEvent",
     "JobStage",
+    "MetricCount",
     "StageAttempt",
     "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookMessage",
+    "WebhookSecret",
     "make_engine",
     "make_session_factory",
 ]

@@ -20,7 +20,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base
@@ -51,6 +51,16 @@ class ApiKey(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Entitlements (services/entitlements.py): what the key's jobs may ask for and use.
+    priorities: Mapped[list[str]] = mapped_column(
+        ARRAY(String(16)), server_default=text("'{normal,low}'::varchar[]")
+    )
+    source_buckets: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
+    analysis_backends: Mapped[list[str]] = mapped_column(
+        ARRAY(String(16)), server_default=text("'{local}'::varchar[]")
+    )
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_source_bytes_per_day: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Job(Base):
@@ -59,7 +69,7 @@ class Job(Base):
     id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
     )
-    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="RESTRICT"), index=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="RESTRICT"))
     status: Mapped[str] = mapped_column(String(16), server_default="queued")
     source: Mapped[dict[str, Any]] = mapped_column(JSONB)
     options: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
@@ -72,12 +82,20 @@ class Job(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Part of every playback token (services/playback.py): raising it revokes the job's links.
+    playback_revision: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     stages: Mapped[list[JobStage]] = relationship(
         back_populates="job", order_by="JobStage.position", cascade="all, delete-orphan", lazy="selectin"
     )
 
-    __table_args__ = (Index("ix_jobs_status_created_at", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+        # A key's jobs in the order its job list and its daily byte quota read them.
+        Index("ix_jobs_owner_id_created_at", "owner_id", "created_at"),
+        # A key's jobs that count against its concurrency quota.
+        Index("ix_jobs_active_owner", "owner_id", postgresql_where=text("status IN ('queued', 'running')")),
+    )
 
 
 class JobStage(Base):
@@ -164,18 +182,26 @@ class JobEvent(Base):
     __tablename__ = "job_events"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     type: Mapped[str] = mapped_column(String(64))
     stage: Mapped[str | None] = mapped_column(String(16))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
+    # A stream reads a job's events after the last one it sent: one index seek per read.
+    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
+
 
 class WebhookDelivery(Base):
+    """One attempt at delivering a webhook message (models.webhooks.WebhookMessage)."""
+
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("webhook_messages.id", ondelete="CASCADE"), index=True
+    )
     webhook_id: Mapped[str] = mapped_column(String(64))
     event_type: Mapped[str] = mapped_column(String(64))
     url: Mapped[str] = mapped_column(Text)

@@ -260,9 +260,14 @@ def main() -> int:
     except S3ServerError as error:
         print(f"s3server: {error}", file=sys.stderr)
         return 1
+    # The delivery bucket's CORS is set here, once at set-up, never by the workers.
+    from services.storage import configure_delivery_bucket, make_s3_client
+
+    cors = configure_delivery_bucket(make_s3_client(settings), settings.s3_bucket, settings.s3_cors_origins)
     print(
-        f"s3server: S3 on http://127.0.0.1:{s3_port}, bucket {settings.s3_bucket}, "
-        f"data in {data_dir.resolve()}, log in {data_dir.resolve() / 'weed.log'}",
+        f"s3server: S3 on http://127.0.0.1:{s3_port}, bucket {settings.s3_bucket}"
+        f" (CORS {'set' if cors else 'not set'}), data in {data_dir.resolve()},"
+        f" log in {data_dir.resolve() / 'weed.log'}",
         flush=True,
     )
     while not stopping and proc.poll() is None:

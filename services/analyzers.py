@@ -40,10 +40,6 @@ def smallest_picture(hls_dir: Path, renditions: Sequence[dict[str, Any]]) -> Pat
     return hls_dir / str(smallest["name"]) / "index.m3u8"
 
 
-def default_backend(settings: Settings) -> str:
-    return "gemini" if settings.google_api_key else "local"
-
-
 def analyze_job(
     inputs: AnalysisInputs,
     options: dict[str, Any],
@@ -54,7 +50,8 @@ def analyze_job(
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
     """The analyze stage's output: {"analysis": …, "captions": [...]}."""
-    backend = options.get("backend") or default_backend(settings)
+    # Local unless the job asked (and its key was entitled) to send the video to Google.
+    backend = options.get("backend") or "local"
     if backend == "local":
         analysis = analyze_local(
             inputs.source,

@@ -7,12 +7,14 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, Row, func, select, update
 from sqlalchemy.orm import Session
 
 from models import ApiKey
+from services.entitlements import PRIORITIES, Entitlements
 
 KEY_PREFIX = "cvk_"
 
@@ -22,31 +24,81 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(session: Session, name: str, *, admin: bool = False) -> tuple[ApiKey, str]:
+def default_entitlements(*, admin: bool) -> Entitlements:
+    """A plain key: normal and low priority, local analysis, no S3 source; an operator's key
+    may also ask for high priority."""
+    return Entitlements(priorities=PRIORITIES) if admin else Entitlements()
+
+
+def _columns(entitlements: Entitlements) -> dict[str, object]:
+    return {
+        "priorities": list(entitlements.priorities),
+        "source_buckets": list(entitlements.source_buckets),
+        "analysis_backends": list(entitlements.analysis_backends),
+        "max_active_jobs": entitlements.max_active_jobs,
+        "max_source_bytes_per_day": entitlements.max_source_bytes_per_day,
+    }
+
+
+def entitlements_of(row: ApiKey | Row[*tuple[Any, ...]]) -> Entitlements:
+    """The entitlements of a key, from its ORM object or a row of its entitlement columns."""
+    return Entitlements(
+        priorities=tuple(row.priorities),
+        source_buckets=tuple(row.source_buckets),
+        analysis_backends=tuple(row.analysis_backends),
+        max_active_jobs=row.max_active_jobs,
+        max_source_bytes_per_day=row.max_source_bytes_per_day,
+    )
+
+
+def create_key(
+    session: Session, name: str, *, admin: bool = False, entitlements: Entitlements | None = None
+) -> tuple[ApiKey, str]:
     """A new key row and the key itself, which is never stored and cannot be shown again."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, prefix=key[:12], key_hash=hash_key(key), is_admin=admin)
+    granted = entitlements or default_entitlements(admin=admin)
+    row = ApiKey(name=name, prefix=key[:12], key_hash=hash_key(key), is_admin=admin, **_columns(granted))
     session.add(row)
     session.flush()
     return row, key
 
 
+def set_entitlements(session: Session, prefix: str, change: dict[str, object]) -> list[ApiKey]:
+    """Apply `change` (Entitlements field -> new value) to the live keys starting with prefix;
+    the keys changed. API processes see it within API_KEY_CACHE_SECONDS."""
+    rows = list(session.scalars(select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))))
+    for row in rows:
+        current = _columns(entitlements_of(row))
+        for column, value in {**current, **change}.items():
+            setattr(row, column, value)
+    session.flush()
+    return rows
+
+
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the key's id (owner of the jobs it submits) and whether it is an admin's."""
+    """Who is calling: the key's id (owner of the jobs it submits), whether it is an admin's,
+    and what its jobs may ask for."""
 
     id: uuid.UUID
     is_admin: bool
+    entitlements: Entitlements = field(default_factory=Entitlements)
 
 
 def find_key(connection: Connection, key: str) -> Caller | None:
     """The caller a live key belongs to. Core, not the ORM: an ApiKey object would cost more
     to build than the query costs to answer."""
-    live = select(ApiKey.id, ApiKey.is_admin).where(
-        ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
-    )
+    live = select(
+        ApiKey.id,
+        ApiKey.is_admin,
+        ApiKey.priorities,
+        ApiKey.source_buckets,
+        ApiKey.analysis_backends,
+        ApiKey.max_active_jobs,
+        ApiKey.max_source_bytes_per_day,
+    ).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     row = connection.execute(live).one_or_none()
-    return None if row is None else Caller(row.id, row.is_admin)
+    return None if row is None else Caller(row.id, row.is_admin, entitlements_of(row))
 
 
 class RecentKeys:

@@ -1,7 +1,7 @@
 """Captions from a transcript: a WebVTT subtitle rendition added to a published HLS stream.
 
 The text decisions (cues, playlists, the master's new lines) are pure functions; publishing
-goes through services.storage, which uploads the master last and signs every URI in it.
+goes through services.storage, which uploads the master last.
 """
 
 from __future__ import annotations
@@ -163,12 +163,13 @@ def publish_captions(
     (subtitles / vtt_name).write_text(vtt)
     (out_dir / track.playlist_uri).write_text(subtitle_playlist(vtt_name, duration))
     (out_dir / "master.m3u8").write_text(add_subtitles((hls_dir / "master.m3u8").read_text(), [track]))
-    keys = publish_tree(delivery, out_dir, prefix)
+    publish_tree(delivery, out_dir, prefix)
+    # Paths in the job's published folder, as the job's result names every file.
     return [
         {
             "language": language,
             "name": name,
-            "url": delivery.url(keys[f"{SUBTITLES_DIR}/{vtt_name}"]),
-            "playlist_url": delivery.url(keys[track.playlist_uri]),
+            "url": f"{SUBTITLES_DIR}/{vtt_name}",
+            "playlist_url": track.playlist_uri,
         }
     ]

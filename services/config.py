@@ -35,6 +35,10 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the PostgreSQL database (source of truth).",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker and rate-limit store.")
+    broker_visibility_timeout_seconds: int = Field(
+        300,
+        description="A message a worker took and never acknowledged goes back to its queue after this.",
+    )
     database_connect_timeout_seconds: float = Field(
         5.0, description="Seconds the API and workers wait to connect to PostgreSQL."
     )
@@ -110,12 +114,30 @@ class Settings(BaseSettings):
         60.0, description="On SIGTERM a running stage may finish this long before it is released."
     )
 
-    webhook_secret: str | None = Field(
-        None, validation_alias="CONVEYOR_WEBHOOK_SECRET", description="Standard Webhooks secret (whsec_...)."
+    secret_key: str | None = Field(
+        None,
+        validation_alias="CONVEYOR_SECRET_KEY",
+        description="The deployment's secret: webhook signing secrets and playback tokens derive from it.",
     )
     webhook_timeout_seconds: float = Field(10.0, description="Timeout of one webhook delivery.")
-    webhook_max_attempts: int = Field(6, description="Deliveries tried before a webhook is given up.")
-    webhook_backoff_seconds: float = Field(5.0, description="First webhook retry delay (doubles).")
+    webhook_retry_schedule: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        description="Seconds before each webhook retry (jittered); one attempt more than delays.",
+    )
+    webhook_dispatch_seconds: float = Field(
+        5.0, description="How often beat sends the webhook deliveries that are due."
+    )
+    api_public_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="The API's address as players and webhook receivers reach it (playback URLs).",
+    )
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 32:
+            raise ValueError("CONVEYOR_SECRET_KEY must be at least 32 characters of random text")
+        return value
 
     google_api_key: str | None = Field(None, description="Gemini API key; enables the gemini analyzer.")
     gemini_model: str = Field("gemini-2.5-flash", description="Model used for video analysis.")

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
 from models import STAGE_NAMES, Base, Job, JobStage
+from services.playback import PlaybackLinks
 from services.queue_stats import Waiting, priority_rank, recent_means, running_now, waiting_from
 
 # How much of a job's overall progress each stage accounts for (notify is delivery only).
@@ -34,8 +35,10 @@ class CreatedJob:
 
 
 @cache
-def _create_job_statement() -> Select[Any]:
-    """Built once with bound parameters, so SQLAlchemy compiles it once per process."""
+def _create_job_statement(idempotent: bool) -> Select[Any]:
+    """Built once with bound parameters, so SQLAlchemy compiles it once per process. The
+    idempotent variant also records the request's Idempotency-Key in the same statement: a
+    concurrent duplicate fails on its primary key and inserts nothing at all."""
     jobs, stages, events = (Base.metadata.tables[name] for name in ("jobs", "job_stages", "job_events"))
     job_id = bindparam("job_id", type_=jobs.c.id.type)
     rank = bindparam("rank", type_=stages.c.priority_rank.type)
@@ -87,7 +90,20 @@ def _create_job_statement() -> Select[Any]:
         insert(events).values(job_id=job_id, type="job.queued", data={"status": "queued"}).cte("new_event")
     )
     running = running_now(STAGE_NAMES[0])
-    return select(new_job.c.created_at, new_job.c.updated_at, running).add_cte(new_stages, new_event)
+    ctes = [new_stages, new_event]
+    if idempotent:
+        keys = Base.metadata.tables["idempotency_keys"]
+        ctes.append(
+            insert(keys)
+            .values(
+                owner_id=bindparam("owner_id"),
+                key=bindparam("idempotency_key"),
+                fingerprint=bindparam("fingerprint"),
+                job_id=job_id,
+            )
+            .cte("new_idempotency_key")
+        )
+    return select(new_job.c.created_at, new_job.c.updated_at, running).add_cte(*ctes)
 
 
 def create_job(
@@ -97,6 +113,7 @@ def create_job(
     source: dict[str, Any],
     options: dict[str, Any],
     job_id: uuid.UUID | None = None,
+    idempotency: tuple[str, str] | None = None,
 ) -> CreatedJob:
     """Insert the job, its five stage rows (fetch queued, the rest pending, with the id of the
     fetch message to send once this has committed) and its first event.
@@ -105,6 +122,9 @@ def create_job(
     in through data-modifying CTEs. Being one statement, it is atomic even on a connection in
     autocommit, as the API runs it. The place in line is not counted here: that reads every
     row ahead, so a backlog of thousands made each submission slower.
+
+    `idempotency` is (Idempotency-Key, request fingerprint): a key this tenant already used
+    raises IntegrityError and creates nothing.
     """
     job_id = job_id or uuid.uuid4()
     message_id = uuid.uuid4()
@@ -116,8 +136,11 @@ def create_job(
         "options": options,
         "rank": priority_rank(options.get("priority", "normal")),
     }
+    if idempotency is not None:
+        parameters["idempotency_key"], parameters["fingerprint"] = idempotency
     # Core, not the ORM: nothing here needs the identity map, and this path is hot.
-    created_at, updated_at, running = connection.execute(_create_job_statement(), parameters).one()
+    statement = _create_job_statement(idempotency is not None)
+    created_at, updated_at, running = connection.execute(statement, parameters).one()
     first = STAGE_NAMES[0]
     job = Job(
         id=job_id,
@@ -197,7 +220,9 @@ def stage_to_dict(stage: JobStage) -> dict[str, Any]:
     }
 
 
-def job_to_dict(job: Job) -> dict[str, Any]:
+def job_to_dict(job: Job, links: PlaybackLinks | None = None) -> dict[str, Any]:
+    """The job as clients and webhooks see it; with `links`, its result's published files as
+    playback links (without, as stored: paths in the job's published folder)."""
     error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
     return {
         "id": str(job.id),
@@ -207,7 +232,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "stages": [stage_to_dict(stage) for stage in job.stages],
         "source": public_source(job.source),
         "options": job.options,
-        "result": job.result,
+        "result": links.present(job) if links is not None else job.result,
         "error": error,
         "created_at": _iso(job.created_at),
         "updated_at": _iso(job.updated_at),
@@ -224,10 +249,13 @@ def public_source(source: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_result(outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The job's result from what the upload and analyze stages recorded."""
+    """The job's result from what the upload and analyze stages recorded. Published files are
+    named by their path in the job's published folder (`published`); PlaybackLinks.present
+    makes links of them."""
     published = outputs.get("upload") or {}
     analyzed = outputs.get("analyze") or {}
     return {
+        "published": {"bucket": published.get("bucket"), "prefix": published.get("prefix")},
         "playback_url": published.get("playback_url"),
         "renditions": published.get("renditions", []),
         "poster_url": published.get("poster_url"),

@@ -5,8 +5,12 @@ worker processes on many hosts, forked and recycled (worker_max_tasks_per_child)
 Counters kept inside them would need prometheus-client's multiprocess mode (a shared
 folder of mmap files per host, cleaned up on every restart) plus one scrape target per
 host. PostgreSQL and Redis already hold every stage's outcome and every waiting message,
-whoever ran it, so one query at scrape time sees all workers at once, survives restarts,
-and cannot drift from what the API reports.
+whoever ran it, so a read at scrape time sees all workers at once and survives restarts.
+
+A scrape costs the same at any number of jobs: jobs by status, stage durations and webhook
+attempts are counters kept in `metric_counts` by the transactions that change them (triggers
+for jobs and stages, see its migration; services/webhooks for attempts), summed over a few
+dozen rows; queue depths are one pipelined round trip of LLENs.
 """
 
 from __future__ import annotations
@@ -15,38 +19,53 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import JOB_STATUSES, Job, JobStage, WebhookDelivery
-from services.broker import queue_depths
-from services.queue_stats import stage_seconds
-from services.queues import connect
+from models import JOB_STATUSES, MetricCount
+from services.broker import queue_keys
 
 log = logging.getLogger("conveyor.metrics")
 
-# Stages take from well under a second (notify) to an hour (a long transcode).
+# Stages take from well under a second (notify) to an hour (a long transcode). The trigger
+# that counts them (migration a17e0d9b1c06) buckets with the same bounds.
 STAGE_BUCKETS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
-def stage_histograms(session: Session) -> dict[str, tuple[list[tuple[str, float]], float]]:
-    """Per stage, the cumulative bucket counts (Prometheus's `le` buckets, +Inf last) and the
-    sum of seconds over every succeeded attempt still in the database, in one query."""
-    seconds = stage_seconds()
-    columns: list[Any] = [func.count().filter(seconds <= bound) for bound in STAGE_BUCKETS]
+def counts(session: Session) -> dict[tuple[str, str], float]:
+    """(metric, label) -> value, over every shard."""
     rows = session.execute(
-        select(JobStage.name, *columns, func.count(), func.coalesce(func.sum(seconds), 0.0))
-        .where(JobStage.status == "succeeded", JobStage.started_at.is_not(None))
-        .group_by(JobStage.name)
-    ).all()
-    histograms = {}
-    for name, *counts in rows:
-        cumulative, total, total_seconds = counts[: len(STAGE_BUCKETS)], counts[-2], counts[-1]
-        buckets = [(str(bound), float(count)) for bound, count in zip(STAGE_BUCKETS, cumulative, strict=True)]
-        histograms[name] = ([*buckets, ("+Inf", float(total))], float(total_seconds))
-    return histograms
+        select(MetricCount.metric, MetricCount.label, func.sum(MetricCount.value)).group_by(
+            MetricCount.metric, MetricCount.label
+        )
+    )
+    return {(metric, label): float(value) for metric, label, value in rows}
+
+
+def stage_histogram(
+    counted: Mapping[tuple[str, str], float], stage: str
+) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative `le` buckets (+Inf last) and the sum of seconds of a stage's succeeded attempts."""
+    cumulative, buckets = 0.0, []
+    for bound in STAGE_BUCKETS:
+        cumulative += counted.get(("stage_duration", f"{stage}:{bound}"), 0.0)
+        buckets.append((str(bound), cumulative))
+    cumulative += counted.get(("stage_duration", f"{stage}:+Inf"), 0.0)
+    return [*buckets, ("+Inf", cumulative)], counted.get(("stage_duration", f"{stage}:sum"), 0.0)
+
+
+def queue_depths(client: redis.Redis, queues: Mapping[str, str]) -> dict[str, int]:
+    """Messages waiting per queue, every priority list of every queue in one round trip."""
+    names = list(dict.fromkeys(queues.values()))
+    with client.pipeline(transaction=False) as pipe:
+        for queue in names:
+            for key in queue_keys(queue):
+                pipe.llen(key)
+        lengths = iter(pipe.execute())
+    return {queue: sum(int(next(lengths)) for _ in queue_keys(queue)) for queue in names}
 
 
 class PipelineCollector(Collector):
@@ -55,9 +74,11 @@ class PipelineCollector(Collector):
     A source that does not answer is reported through `conveyor_scrape_source_up` instead of
     failing the scrape, so the HTTP metrics still arrive while PostgreSQL or Redis is down."""
 
-    def __init__(self, sessions: sessionmaker[Session], redis_url: str, queues: Mapping[str, str]) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], client: redis.Redis, queues: Mapping[str, str]
+    ) -> None:
         self.sessions = sessions
-        self.redis_url = redis_url
+        self.client = client
         self.queues = queues  # stage -> queue
 
     def collect(self) -> Iterator[Any]:
@@ -80,20 +101,10 @@ class PipelineCollector(Collector):
 
     def _from_database(self) -> Iterator[Any]:
         with self.sessions() as session:
-            by_status = {
-                status: count
-                for status, count in session.execute(select(Job.status, func.count()).group_by(Job.status))
-            }
-            histograms = stage_histograms(session)
-            deliveries = {
-                ok: count
-                for ok, count in session.execute(
-                    select(WebhookDelivery.ok, func.count()).group_by(WebhookDelivery.ok)
-                )
-            }
+            counted = counts(session)
         jobs = GaugeMetricFamily("conveyor_jobs", "Jobs in the database by status.", labels=["status"])
         for status in JOB_STATUSES:
-            jobs.add_metric([status], by_status.get(status, 0))
+            jobs.add_metric([status], counted.get(("jobs", status), 0.0))
         yield jobs
         durations = HistogramMetricFamily(
             "conveyor_stage_duration_seconds",
@@ -101,29 +112,20 @@ class PipelineCollector(Collector):
             labels=["stage"],
         )
         for stage in self.queues:
-            buckets, seconds = histograms.get(
-                stage, ([*((str(bound), 0.0) for bound in STAGE_BUCKETS), ("+Inf", 0.0)], 0.0)
-            )
+            buckets, seconds = stage_histogram(counted, stage)
             durations.add_metric([stage], buckets, seconds)
         yield durations
         webhooks = CounterMetricFamily(
-            "conveyor_webhook_deliveries",
-            "Webhook delivery attempts by outcome (webhook_deliveries).",
-            labels=["outcome"],
+            "conveyor_webhook_deliveries", "Webhook delivery attempts by outcome.", labels=["outcome"]
         )
-        webhooks.add_metric(["delivered"], deliveries.get(True, 0))
-        webhooks.add_metric(["failed"], deliveries.get(False, 0))
+        for outcome in ("delivered", "failed"):
+            webhooks.add_metric([outcome], counted.get(("webhook_attempts", outcome), 0.0))
         yield webhooks
 
     def _queue_depths(self) -> GaugeMetricFamily:
-        client = connect(self.redis_url)
-        try:
-            depths = queue_depths(client, self.queues.values())
-        finally:
-            client.close()
         gauge = GaugeMetricFamily(
             "conveyor_queue_depth", "Messages waiting in each broker queue.", labels=["queue"]
         )
-        for queue, depth in depths.items():
+        for queue, depth in queue_depths(self.client, self.queues).items():
             gauge.add_metric([queue], depth)
         return gauge

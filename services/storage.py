@@ -94,6 +94,13 @@ def allow_browser_playback(client: Any, bucket: str, origins: list[str]) -> bool
     return True
 
 
+def configure_delivery_bucket(client: Any, bucket: str, origins: list[str]) -> bool:
+    """Set-up of the delivery bucket (`flask --app api setup-bucket`, the embedded S3 server):
+    create it if missing, set its CORS. Whether CORS was set."""
+    ensure_bucket(client, bucket)
+    return allow_browser_playback(client, bucket, origins)
+
+
 def content_type(path: Path) -> str:
     return CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
@@ -116,8 +123,8 @@ def publish_tiers(files: Iterable[Path]) -> list[list[Path]]:
 
 
 def rewrite_playlist(text: str, url_for: Callable[[str], str]) -> str:
-    """Replace each relative URI in a playlist by the URL url_for gives (for signed delivery,
-    where a relative link would lose the signature)."""
+    """Replace each relative URI in a playlist by the URL url_for gives (the API serving a
+    stored playlist: a relative link to a private bucket would lose the signature)."""
     lines = []
     for line in text.splitlines():
         if line and not line.startswith("#") and "://" not in line:
@@ -159,10 +166,6 @@ class Delivery:
     presign_seconds: int
     multipart_threshold: int = 8 * 1024 * 1024
 
-    @property
-    def signed(self) -> bool:
-        return self.public_base_url is None
-
     def url(self, key: str) -> str:
         if self.public_base_url is not None:
             return f"{self.public_base_url.rstrip('/')}/{quote(key)}"
@@ -180,12 +183,8 @@ def publish_tree(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, str]:
     """Upload every file under local_dir to prefix/…, tier by tier (publish_tiers), the files of
-    a tier side by side; returns key by relative path.
-
-    With signed delivery, playlists and storyboards are rewritten to carry signed URLs of what
-    they reference. Stopped (`should_stop`, asked after each file), it removes what it sent:
-    a canceled job leaves no half stream behind.
-    """
+    a tier side by side; returns key by relative path. Stopped (`should_stop`, asked after each
+    file), it removes what it sent: a canceled job leaves no half stream behind."""
     config = TransferConfig(
         multipart_threshold=delivery.multipart_threshold, max_concurrency=MULTIPART_CONCURRENCY
     )
@@ -199,23 +198,15 @@ def publish_tree(
 
     def send(path: Path) -> None:
         relative = str(path.relative_to(local_dir))
-        rewrite = REWRITERS.get(path.suffix)
+        # Playlists and storyboards are stored as written, with relative URIs: the API serves
+        # them with freshly signed URLs inside (services/playback.py), so no link expires.
         extra = {
             "ContentType": content_type(path),
-            "CacheControl": PLAYLIST_CACHE if rewrite else SEGMENT_CACHE,
+            "CacheControl": PLAYLIST_CACHE if path.suffix in REWRITERS else SEGMENT_CACHE,
         }
-        if rewrite and delivery.signed:
-            parent = Path(relative).parent
-
-            def signed_url(uri: str) -> str:
-                return delivery.url(f"{prefix}/{(parent / uri).as_posix()}")
-
-            body = rewrite(path.read_text(), signed_url).encode()
-            delivery.client.put_object(Bucket=delivery.bucket, Key=keys[relative], Body=body, **extra)
-        else:
-            delivery.client.upload_file(
-                str(path), delivery.bucket, keys[relative], ExtraArgs=extra, Config=config
-            )
+        delivery.client.upload_file(
+            str(path), delivery.bucket, keys[relative], ExtraArgs=extra, Config=config
+        )
 
     done = 0
     with ThreadPoolExecutor(PUBLISH_CONCURRENCY, thread_name_prefix="publish") as pool:
@@ -258,14 +249,15 @@ def publish_hls(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
     """Publish a transcode's output (``transcoded`` is what the transcode stage recorded): the
-    playback URL, one URL per rendition playlist, the poster's and the storyboard's URLs."""
-    keys = publish_tree(delivery, hls_dir, prefix, on_progress, should_stop)
+    master playlist, each rendition's playlist, the poster and the storyboard, each named by
+    its path under `prefix` (services/playback.py makes links of them)."""
+    publish_tree(delivery, hls_dir, prefix, on_progress, should_stop)
     storyboard = transcoded.get("storyboard")
     poster = transcoded.get("poster")
     return {
         "bucket": delivery.bucket,
         "prefix": prefix,
-        "playback_url": delivery.url(keys["master.m3u8"]),
+        "playback_url": "master.m3u8",
         "segment_format": transcoded.get("segment_format", "ts"),
         "renditions": [
             {
@@ -276,16 +268,16 @@ def publish_hls(
                 "fps": rendition.get("fps") or None,
                 "bandwidth": rendition["bandwidth"],
                 "average_bandwidth": rendition.get("average_bandwidth"),
-                "url": delivery.url(keys[f"{rendition['name']}/index.m3u8"]),
+                "url": f"{rendition['name']}/index.m3u8",
             }
             for rendition in transcoded["renditions"]
         ],
-        "poster_url": delivery.url(keys[poster]) if poster else None,
+        "poster_url": poster or None,
         "storyboard": None
         if not storyboard
         else {
-            "vtt_url": delivery.url(keys[storyboard["vtt"]]),
-            "sprite_url": delivery.url(keys[storyboard["sprite"]]),
+            "vtt_url": storyboard["vtt"],
+            "sprite_url": storyboard["sprite"],
             "interval": storyboard["interval"],
             "count": storyboard["count"],
             "columns": storyboard["columns"],

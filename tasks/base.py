@@ -292,9 +292,7 @@ def _stopped(claim: Claim, ctx: StageContext) -> None:
         log.info("stage stopped: another attempt owns it")
 
 
-def stage_task(
-    stage: str, *, backoff: Callable[[Settings], float] | None = None
-) -> Callable[[StageBody], Task]:
+def stage_task(stage: str) -> Callable[[StageBody], Task]:
     """Register a stage body as the Celery task `pipeline.<stage>` (job_id is its only argument)."""
 
     def register(body: StageBody) -> Task:
@@ -306,7 +304,7 @@ def stage_task(
                 job_id,
                 body,
                 max_attempts=max_attempts_for(stage, settings),
-                first_backoff=backoff(settings) if backoff else settings.retry_backoff_seconds,
+                first_backoff=settings.retry_backoff_seconds,
             )
 
         run.__name__ = run.__qualname__ = body.__name__

@@ -1,46 +1,39 @@
-"""notify: deliver the signed webhook. A failed delivery never fails the job."""
+"""notify: turn the job's outcome into webhook messages (one per endpoint of its tenant
+subscribed to the event, plus the job's own webhook_url) and make their first attempts.
+Retries are not this stage's: the messages wait in PostgreSQL for tasks.webhooks. A failed
+delivery never fails the job."""
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from services.errors import WebhookFailed
-from services.notifications import outcome_event_id, record_delivery, webhook_event
-from services.webhooks import deliver_webhook
+from services.jobs import get_job, job_to_dict
+from services.playback import PlaybackLinks
+from services.webhooks.attempts import attempt_delivery
+from services.webhooks.messages import create_messages, outcome_event_id
 from tasks.base import StageContext, stage_task
 from tasks.runtime import session_factory
 
+# First attempts to several endpoints go out side by side: one slow receiver does not hold
+# up the others.
+FIRST_ATTEMPTS_AT_ONCE = 8
 
-@stage_task("notify", backoff=lambda settings: settings.webhook_backoff_seconds)
+
+@stage_task("notify")
 def notify(ctx: StageContext) -> dict[str, Any]:
-    url = ctx.options["webhook_url"]
-    secret = ctx.settings.webhook_secret
-    if not secret:
-        return {"delivered": False, "error": "CONVEYOR_WEBHOOK_SECRET is not set; webhooks cannot be signed."}
+    links = PlaybackLinks.from_settings(ctx.settings)
     with session_factory().begin() as session:
-        event_id = outcome_event_id(session, ctx.job_id)
-    msg_id, event_type, payload = webhook_event(ctx.job, event_id)
-    result = deliver_webhook(
-        url,
-        payload,
-        secret=secret,
-        msg_id=msg_id,
-        allow_cidrs=ctx.settings.ssrf_allow_cidrs,
-        timeout=ctx.settings.webhook_timeout_seconds,
-    )
-    with session_factory().begin() as session:
-        record_delivery(
+        job = get_job(session, ctx.job_id)
+        if job is None:
+            return {"messages": 0, "delivered": 0}
+        message_ids = create_messages(
             session,
-            job_id=ctx.job_id,
-            msg_id=msg_id,
-            event_type=event_type,
-            url=url,
-            attempt=ctx.attempt,
-            result=result,
+            job=job_to_dict(job, links),
+            owner_id=job.owner_id,
+            webhook_url=ctx.options.get("webhook_url"),
+            event_id=outcome_event_id(session, ctx.job_id),
         )
-    if not result.ok and ctx.tries < ctx.max_attempts:
-        raise WebhookFailed(f"Webhook delivery failed: {result.error or result.status_code}")
-    return {
-        "delivered": result.ok,
-        "webhook_id": msg_id,
-        "status_code": result.status_code,
-        "error": result.error,
-    }
+    with ThreadPoolExecutor(max(1, min(FIRST_ATTEMPTS_AT_ONCE, len(message_ids)))) as pool:
+        outcomes = list(
+            pool.map(lambda id_: attempt_delivery(session_factory(), id_, ctx.settings), message_ids)
+        )
+    return {"messages": len(message_ids), "delivered": outcomes.count("delivered")}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from functools import lru_cache
 from typing import Any
 
@@ -12,10 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import make_engine, make_session_factory
 from services.config import get_settings
-from services.storage import Delivery, allow_browser_playback, ensure_bucket, make_delivery
+from services.storage import Delivery, ensure_bucket, make_delivery
 from services.workspace import Workspace
-
-log = logging.getLogger("conveyor.runtime")
 
 
 @lru_cache(maxsize=1)
@@ -42,11 +39,9 @@ def workspace() -> Workspace:
 def delivery() -> Delivery:
     settings = get_settings()
     ready = make_delivery(settings)
+    # The bucket's CORS is set-up's business (`flask --app api setup-bucket`), never a worker's:
+    # a worker rewriting it would undo what an operator set.
     ensure_bucket(ready.client, ready.bucket)
-    if not allow_browser_playback(ready.client, ready.bucket, settings.s3_cors_origins):
-        log.warning(
-            "bucket CORS not set; browsers on other origins cannot play", extra={"bucket": ready.bucket}
-        )
     return ready
 
 

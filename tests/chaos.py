@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import m3u8
 import requests
@@ -94,14 +95,16 @@ def stage_completions(sessions: sessionmaker[Session], ids: list[str]) -> Counte
 
 
 def assert_playlists_complete(job: dict[str, Any]) -> None:
-    master = m3u8.loads(requests.get(job["result"]["playback_url"], timeout=10).text)
+    playback = job["result"]["playback_url"]
+    master = m3u8.loads(requests.get(playback, timeout=10).text)
     assert master.playlists, f"job {job['id']}: empty master playlist"
     for variant in master.playlists:
-        media = m3u8.loads(requests.get(variant.uri, timeout=10).text)
+        url = urljoin(playback, variant.uri)
+        media = m3u8.loads(requests.get(url, timeout=10).text)
         assert media.is_endlist and media.segments, f"job {job['id']}: incomplete playlist"
         probe = subprocess.run(
             ["ffprobe", "-v", "error", "-count_packets", "-show_entries", "stream=nb_read_packets",
-             "-of", "json", variant.uri],
+             "-of", "json", url],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert probe.returncode == 0, f"job {job['id']}: undecodable rendition: {probe.stderr[-500:]}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,12 @@ S3_PORT = free_s3_port()
 # Per-session database and Redis database, so two test runs on one machine never collide.
 TEST_DB = f"conveyor_test_{os.getpid()}"
 REDIS_OWNER_KEY = "conveyor:test-session-pid"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _pid_alive(pid: int) -> bool:
@@ -45,6 +52,8 @@ def claim_redis_db() -> int:
 
 
 REDIS_DB = claim_redis_db()
+# The suite's API listens here, so playback links (API_PUBLIC_URL) reach it.
+API_PORT = free_port()
 os.environ.update(
     {
         "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{TEST_DB}",
@@ -55,12 +64,15 @@ os.environ.update(
         "S3_PREFIX": "hls",
         "AWS_ACCESS_KEY_ID": "conveyor-test",
         "AWS_SECRET_ACCESS_KEY": "conveyor-test-secret",
-        "CONVEYOR_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "CONVEYOR_SECRET_KEY": "conveyor-test-secret-key-of-forty-characters",
+        "API_PUBLIC_URL": f"http://127.0.0.1:{API_PORT}",
         "SSRF_ALLOW_CIDRS": json.dumps(["127.0.0.0/8"]),
         "HEARTBEAT_SECONDS": "1",
         "STAGE_LEASE_SECONDS": "10",
+        "BROKER_VISIBILITY_TIMEOUT_SECONDS": "15",
         "RETRY_BACKOFF_SECONDS": "0.2",
-        "WEBHOOK_BACKOFF_SECONDS": "0.2",
+        "WEBHOOK_RETRY_SCHEDULE": json.dumps([0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]),
+        "WEBHOOK_DISPATCH_SECONDS": "0.5",
         "SWEEP_INTERVAL_SECONDS": "2",
         "SWEEP_GRACE_SECONDS": "5",
         "SEGMENT_SECONDS": "2",

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,7 +28,7 @@ from werkzeug.serving import make_server
 
 from scripts.s3server import start_weed, stop_weed
 from services.config import get_settings
-from tests.conftest import REDIS_OWNER_KEY, S3_PORT, TEST_DB, TEST_ROOT
+from tests.conftest import API_PORT, REDIS_OWNER_KEY, S3_PORT, TEST_DB, TEST_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = os.uname().nodename
@@ -74,6 +75,10 @@ def s3_server() -> Iterator[str]:
         access_key=os.environ["AWS_ACCESS_KEY_ID"],
         secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
     )
+    # Set-up, as `make run` does it (the embedded S3 server) and never a worker.
+    from services.storage import configure_delivery_bucket, make_s3_client
+
+    configure_delivery_bucket(make_s3_client(settings), settings.s3_bucket, settings.s3_cors_origins)
     yield settings.s3_endpoint_url or ""
     stop_weed(proc)
 
@@ -208,7 +213,7 @@ def workers(worker_pool: WorkerPool) -> WorkerProcess:
 def api_url(database: str, s3_server: str) -> Iterator[str]:
     from api import create_app
 
-    server = make_server("127.0.0.1", 0, create_app(), threaded=True)
+    server = make_server("127.0.0.1", API_PORT, create_app(), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
@@ -299,8 +304,8 @@ class WebhookReceiver:
             return 500 if self.seen_per_id[webhook_id] <= self.fail_first_per_id else 200
 
 
-@pytest.fixture
-def webhook_receiver() -> Iterator[WebhookReceiver]:
+@contextmanager
+def receiving_webhooks() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -320,8 +325,23 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     receiver.url = f"http://127.0.0.1:{server.server_port}/hooks/conveyor"
-    yield receiver
-    server.shutdown()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    with receiving_webhooks() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def second_webhook_receiver() -> Iterator[WebhookReceiver]:
+    """Another tenant's receiver."""
+    with receiving_webhooks() as receiver:
+        yield receiver
 
 
 def new_id() -> str:

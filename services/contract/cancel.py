@@ -72,7 +72,7 @@ def cancel_job(session: Session, job: JobState, stage: str | None, clock: Clock)
         )
     )
     record_event(session, job.id, "job.canceled", stage, status="canceled")
-    return queue_notification(session, job, clock)
+    return queue_notification(session, job, "canceled", clock)
 
 
 def cancel_if_idle(session: Session, job: JobState, clock: Clock) -> Transition:
@@ -91,7 +91,7 @@ def request_cancel(session: Session, job_id: uuid.UUID, *, clock: Clock = DATABA
     if job is None or not job.live:
         return Transition(False)
     session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True, updated_at=clock.now()))
-    ended = cancel_if_idle(session, JobState(job.id, job.status, True, job.options), clock)
+    ended = cancel_if_idle(session, JobState(job.id, job.owner_id, job.status, True, job.options), clock)
     return Transition(True, canceled=ended.canceled, dispatches=ended.dispatches)
 
 

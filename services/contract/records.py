@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from models import STAGE_NAMES, Job, JobEvent, JobStage, StageAttempt
 from services.clock import Clock
 from services.config import Settings
+from services.webhooks.messages import has_webhook_targets
 
 ACTIVE_JOB_STATUSES = ("queued", "running")
 FINISHED_STAGE_STATUSES = ("succeeded", "failed", "canceled", "skipped")
@@ -45,6 +46,7 @@ class Dispatch:
 @dataclass(frozen=True)
 class JobState:
     id: uuid.UUID
+    owner_id: uuid.UUID
     status: str
     cancel_requested: bool
     options: dict[str, Any]
@@ -83,7 +85,9 @@ def next_stage(stage: str) -> str | None:
 
 
 def max_attempts_for(stage: str, settings: Settings) -> int:
-    return settings.webhook_max_attempts if stage == NOTIFY else settings.stage_max_attempts
+    """Every stage, notify included: notify only creates the webhook messages, which keep
+    their own schedule of attempts (services.webhooks)."""
+    return settings.stage_max_attempts
 
 
 def record_event(session: Session, job_id: uuid.UUID, type_: str, stage: str | None, **data: Any) -> None:
@@ -93,11 +97,13 @@ def record_event(session: Session, job_id: uuid.UUID, type_: str, stage: str | N
 def lock_job(session: Session, job_id: uuid.UUID) -> JobState | None:
     """Lock the job's row for this transaction (the first lock any transition takes)."""
     row = session.execute(
-        select(Job.id, Job.status, Job.cancel_requested, Job.options)
+        select(Job.id, Job.owner_id, Job.status, Job.cancel_requested, Job.options)
         .where(Job.id == job_id)
         .with_for_update()
     ).one_or_none()
-    return None if row is None else JobState(row.id, row.status, row.cancel_requested, row.options)
+    return (
+        None if row is None else JobState(row.id, row.owner_id, row.status, row.cancel_requested, row.options)
+    )
 
 
 def owned(claim: Claim) -> Any:
@@ -143,9 +149,10 @@ def _skip(session: Session, job_id: uuid.UUID, stage: str, clock: Clock) -> None
     )
 
 
-def queue_notification(session: Session, job: JobState, clock: Clock) -> list[Dispatch]:
-    """The job has ended: queue the webhook that tells its owner, or skip notify."""
-    if job.options.get("webhook_url"):
+def queue_notification(session: Session, job: JobState, outcome: str, clock: Clock) -> list[Dispatch]:
+    """The job has ended (`outcome`: succeeded, failed, canceled): queue notify when anyone is
+    to be told (its webhook_url, or an endpoint of its tenant subscribed), else skip it."""
+    if has_webhook_targets(session, owner_id=job.owner_id, options=job.options, outcome=outcome):
         dispatch = queue_stage(session, job, NOTIFY, clock)
         return [dispatch] if dispatch else []
     _skip(session, job.id, NOTIFY, clock)
@@ -162,4 +169,4 @@ def fail_job(
         .values(status="failed", error_code=code, error_message=message, finished_at=clock.now())
     )
     record_event(session, job.id, "job.failed", stage, code=code, message=message)
-    return queue_notification(session, job, clock)
+    return queue_notification(session, job, "failed", clock)

@@ -229,7 +229,7 @@ def complete_stage(
             .values(status="succeeded", result=build_result(stage_outputs(session, job.id)), finished_at=now)
         )
         record_event(session, job.id, "job.succeeded", None, status="succeeded")
-        dispatches = queue_notification(session, job, clock)
+        dispatches = queue_notification(session, job, "succeeded", clock)
     elif (following := next_stage(claim.stage)) is not None:
         queued = queue_stage(session, job, following, clock)
         dispatches = [queued] if queued else []

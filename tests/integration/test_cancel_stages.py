@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import JobEvent
+from services.apikeys import set_entitlements
 from services.config import get_settings
 from services.storage import ensure_bucket, make_s3_client
 from tests.fixtures import (
@@ -29,6 +30,7 @@ from tests.fixtures import (
     ApiClient,
     WorkerPool,
     WorkerProcess,
+    make_key,
     start_worker,
     stop_worker,
     wait_until,
@@ -103,6 +105,17 @@ def fake(google: FakeGoogle) -> FakeGoogle:
     return google
 
 
+@pytest.fixture(scope="module")
+def entitled(api_url: str, sessions: sessionmaker[Session]) -> ApiClient:
+    """A key allowed to read the source bucket and to send its videos to Google."""
+    key = make_key(sessions, "cancel-tenant")
+    with sessions.begin() as session:
+        set_entitlements(
+            session, key[:12], {"analysis_backends": ["local", "gemini"], "source_buckets": [SOURCE_BUCKET]}
+        )
+    return ApiClient(api_url, key)
+
+
 @contextmanager
 def queue_behind_a_slow_link(crew: WorkerProcess, queue: str, rate: int) -> Iterator[Throttle]:
     """`queue` served by a worker whose S3 endpoint is the real one behind a slow link."""
@@ -170,8 +183,9 @@ def test_cancel_during_a_slow_download_stops_it_and_ends_the_job(
 
 
 def test_cancel_during_an_s3_copy_stops_it(
-    crew: WorkerProcess, client: ApiClient, sessions: sessionmaker[Session]
+    crew: WorkerProcess, entitled: ApiClient, sessions: sessionmaker[Session]
 ) -> None:
+    client = entitled
     s3 = make_s3_client(get_settings())
     ensure_bucket(s3, SOURCE_BUCKET)
     s3.put_object(Bucket=SOURCE_BUCKET, Key="big.mp4", Body=os.urandom(12 * 1024 * 1024))
@@ -220,11 +234,12 @@ def test_cancel_during_publishing_stops_it_and_removes_what_was_published(
 
 def test_cancel_during_a_gemini_analysis_ends_canceled_not_succeeded(
     crew: WorkerProcess,
-    client: ApiClient,
+    entitled: ApiClient,
     sessions: sessionmaker[Session],
     fake: FakeGoogle,
     tmp_path: Path,
 ) -> None:
+    client = entitled
     fake.switches.processing_polls = 10_000  # the uploaded video never becomes ACTIVE
     clip = make_clip(tmp_path / "clip.mp4", width=320, height=240, seconds=2)
     job_id = client.upload(clip, {"renditions": ["240p"], "analysis": {"backend": "gemini"}}).json()["id"]

@@ -12,10 +12,12 @@ from typing import Any
 import m3u8
 import pytest
 import requests
+from sqlalchemy.orm import Session, sessionmaker
 
+from services.apikeys import set_entitlements
 from services.config import get_settings
 from services.storage import ensure_bucket, make_s3_client
-from tests.fixtures import ApiClient, WorkerPool, WorkerProcess, start_worker, stop_worker
+from tests.fixtures import ApiClient, WorkerPool, WorkerProcess, make_key, start_worker, stop_worker
 from tests.gemini_server import TRANSCRIPT, FakeGoogle, serving, worker_env
 from tests.media import make_clip
 
@@ -43,6 +45,17 @@ def google_worker(worker_pool: WorkerPool, google: FakeGoogle) -> Iterator[Worke
 
 
 @pytest.fixture
+def entitled(api_url: str, sessions: sessionmaker[Session]) -> ApiClient:
+    """A key allowed to send its videos to Google and to read the source bucket."""
+    key = make_key(sessions, "google-tenant")
+    with sessions.begin() as session:
+        set_entitlements(
+            session, key[:12], {"analysis_backends": ["local", "gemini"], "source_buckets": [SOURCE_BUCKET]}
+        )
+    return ApiClient(api_url, key)
+
+
+@pytest.fixture
 def fake(google: FakeGoogle) -> FakeGoogle:
     google.reset()
     return google
@@ -58,10 +71,11 @@ def streams(url: str) -> list[dict[str, Any]]:
 
 
 def test_upload_job_is_analyzed_by_gemini_and_captioned(
-    client: ApiClient, google_worker: WorkerProcess, fake: FakeGoogle, tmp_path: Path
+    entitled: ApiClient, google_worker: WorkerProcess, fake: FakeGoogle, tmp_path: Path
 ) -> None:
+    client = entitled
     clip = make_clip(tmp_path / "talk.mp4", width=1280, height=720, seconds=3)
-    answer = client.upload(clip)  # no backend named: with GOOGLE_API_KEY set the default is gemini
+    answer = client.upload(clip, {"analysis": {"backend": "gemini"}})
     assert answer.status_code == 202, answer.text
     job = client.wait_for_job(answer.json()["id"])
     assert job["status"] == "succeeded", (job, google_worker.log()[-3000:])
@@ -76,41 +90,45 @@ def test_upload_job_is_analyzed_by_gemini_and_captioned(
     [caption] = result["captions"]
     assert (caption["language"], caption["name"]) == ("en", "English")
     vtt = requests.get(caption["url"], timeout=10)
-    assert vtt.status_code == 200 and vtt.headers["Content-Type"] == "text/vtt"
+    assert vtt.status_code == 200 and vtt.headers["Content-Type"].startswith("text/vtt")
     assert vtt.text.startswith("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:")
     assert "00:00:00.200 --> 00:00:01.400\nWelcome to the test pattern." in vtt.text
 
-    master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text)
+    master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text, uri=result["playback_url"])
     [media] = master.media
     assert (media.type, media.group_id, media.language) == ("SUBTITLES", "subs", "en")
     assert [p.stream_info.subtitles for p in master.playlists] == ["subs"] * 4
-    # Presigned delivery: every URI in the republished master carries its own signature.
-    subtitles = m3u8.loads(requests.get(media.uri, timeout=10).text)
+    # Through the API: the subtitle playlist's WebVTT is a freshly signed URL of the bucket.
+    subtitles = m3u8.loads(requests.get(media.absolute_uri, timeout=10).text)
+    assert "X-Amz-Signature=" in subtitles.segments[0].uri
     assert requests.get(subtitles.segments[0].uri, timeout=10).text == vtt.text
     for playlist in master.playlists:
-        assert "X-Amz-Signature=" in playlist.uri
-        assert requests.get(playlist.uri, timeout=10).status_code == 200
+        assert playlist.absolute_uri.startswith(result["playback_url"].rsplit("/", 1)[0])
+        assert requests.get(playlist.absolute_uri, timeout=10).status_code == 200
 
 
-def test_s3_source_job(client: ApiClient, google_worker: WorkerProcess, tmp_path: Path) -> None:
+def test_s3_source_job(
+    client: ApiClient, entitled: ApiClient, google_worker: WorkerProcess, fake: FakeGoogle, tmp_path: Path
+) -> None:
     s3 = make_s3_client(get_settings())
     ensure_bucket(s3, SOURCE_BUCKET)
     clip = make_clip(tmp_path / "stored.mp4", width=640, height=360, seconds=2)
     s3.upload_file(str(clip), SOURCE_BUCKET, "incoming/stored.mp4")
 
-    answer = client.post(
-        "/api/v1/jobs",
-        json={
-            "source": {"s3": {"bucket": SOURCE_BUCKET, "key": "incoming/stored.mp4"}},
-            "options": {"analysis": {"backend": "local"}},
-        },
+    source = {"s3": {"bucket": SOURCE_BUCKET, "key": "incoming/stored.mp4"}}
+    # A key the bucket was not granted to may not read it, whatever S3_SOURCE_BUCKETS says.
+    assert (
+        client.post("/api/v1/jobs", json={"source": source}).json()["error"]["code"] == "bucket_not_allowed"
     )
+    # No backend named: local, even for a key allowed Gemini on a worker with GOOGLE_API_KEY set.
+    answer = entitled.post("/api/v1/jobs", json={"source": source})
     assert answer.status_code == 202, answer.text
-    job = client.wait_for_job(answer.json()["id"])
+    job = entitled.wait_for_job(answer.json()["id"])
     assert job["status"] == "succeeded", (job, google_worker.log()[-3000:])
     assert [r["name"] for r in job["result"]["renditions"]] == ["240p", "360p"]
     assert job["result"]["captions"] == []
     assert job["result"]["analysis"]["backend"] == "local"
+    assert not fake.received  # nothing of the video went to Google
 
 
 def test_generate_source_job(client: ApiClient, google_worker: WorkerProcess, fake: FakeGoogle) -> None:

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
+from models import JOB_STATUSES, Job
 from tests.fixtures import ApiClient, WebhookReceiver, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
@@ -31,6 +34,7 @@ def test_metrics_cover_jobs_stages_queues_webhooks_and_requests(
     workers: WorkerProcess,
     webhook_receiver: WebhookReceiver,
     small_clip: Path,
+    sessions: sessionmaker[Session],
 ) -> None:
     job_id = client.upload(small_clip, {"webhook_url": webhook_receiver.url}).json()["id"]
     assert client.wait_for_job(job_id)["status"] == "succeeded"
@@ -60,6 +64,16 @@ def test_metrics_cover_jobs_stages_queues_webhooks_and_requests(
         (("queue", queue),) for queue in ("fetch", "video", "upload", "analyze", "notify")
     }
     assert samples["conveyor_scrape_source_up"] == {(("source", "postgres"),): 1, (("source", "redis"),): 1}
+
+    # The counters the triggers keep agree with the rows they count.
+    def counted_as_stored() -> bool:
+        with sessions() as session:
+            rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
+            stored = {status: count for status, count in rows}
+        scraped = scrape(api_url)["conveyor_jobs"]
+        return all(scraped[(("status", status),)] == stored.get(status, 0) for status in JOB_STATUSES)
+
+    wait_until(counted_as_stored, timeout=30, what="conveyor_jobs to match the jobs table")
 
     routes = {dict(labels)["route"] for labels in samples["conveyor_http_request_duration_seconds_count"]}
     assert "/api/v1/jobs/<job_id>" in routes and "/api/v1/uploads" in routes

@@ -17,8 +17,6 @@ from tests.media import make_clip
 
 pytestmark = pytest.mark.integration
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
 
 @pytest.fixture(scope="module")
 def clip_720p(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -51,14 +49,15 @@ def test_upload_to_hls_analysis_and_webhook(
     names = [rendition["name"] for rendition in result["renditions"]]
     assert names == ["240p", "360p", "480p", "720p"]  # none above the 720p source
 
-    master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text)
+    # Through the API: the master links its renditions relative to itself (same token).
+    master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text, uri=result["playback_url"])
     assert master.is_variant
     resolutions = sorted(playlist.stream_info.resolution for playlist in master.playlists)
     assert resolutions == [(426, 240), (640, 360), (854, 480), (1280, 720)]
     for playlist in master.playlists:
         assert playlist.stream_info.bandwidth > 0
         assert playlist.stream_info.codecs.startswith("avc1.")
-        media = m3u8.loads(requests.get(playlist.uri, timeout=10).text)
+        media = m3u8.loads(requests.get(playlist.absolute_uri, timeout=10).text)
         assert media.is_endlist
         assert abs(sum(segment.duration for segment in media.segments) - 3.0) < 0.2
         segment = requests.get(media.segments[0].uri, timeout=10)
@@ -84,7 +83,8 @@ def test_upload_to_hls_analysis_and_webhook(
 
     assert webhook_receiver.event.wait(30), "no webhook arrived"
     headers, body = webhook_receiver.received[-1]
-    payload = Webhook(SECRET).verify(body, headers)
+    secret = client.get("/api/v1/webhook-secret").json()["secret"]
+    payload = Webhook(secret).verify(body, headers)
     assert payload["type"] == "job.succeeded"
     assert payload["data"]["id"] == job["id"]
     assert payload["data"]["result"]["playback_url"] == result["playback_url"]
@@ -114,9 +114,9 @@ def test_a_sound_only_upload_goes_through_all_five_stages(
     [rendition] = result["renditions"]
     assert (rendition["width"], rendition["height"]) == (None, None)
     assert result["poster_url"] is None and result["storyboard"] is None
-    master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text)
+    master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text, uri=result["playback_url"])
     [variant] = master.playlists
-    media = m3u8.loads(requests.get(variant.uri, timeout=10).text)
+    media = m3u8.loads(requests.get(variant.absolute_uri, timeout=10).text)
     assert abs(sum(segment.duration for segment in media.segments) - 3.0) < 0.2
     assert requests.get(media.segments[0].uri, timeout=10).status_code == 200
 

@@ -65,11 +65,11 @@ def test_poster_storyboard_and_fmp4_are_published_and_listed(
     assert image_size(sprite.content) == (2 * 160, 90)
     assert requests.get(board["sprite_url"], timeout=10).content == sprite.content
 
-    master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text)
+    master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text, uri=result["playback_url"])
     assert [p.stream_info.resolution for p in master.playlists] == [(426, 240), (640, 360)]
     for variant in master.playlists:
         assert variant.stream_info.frame_rate == 15.0
-        media = m3u8.loads(requests.get(variant.uri, timeout=10).text)
+        media = m3u8.loads(requests.get(variant.absolute_uri, timeout=10).text)
         assert requests.get(media.segment_map[0].uri, timeout=10).status_code == 200
         segment = requests.get(media.segments[0].uri, timeout=10)
         assert segment.headers["Content-Type"] == "video/iso.segment"

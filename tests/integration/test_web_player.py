@@ -10,11 +10,13 @@ from typing import cast
 
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, expect, sync_playwright
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.web import HLS_DIST
+from services.apikeys import set_entitlements
 from services.config import get_settings
 from services.storage import make_s3_client
-from tests.fixtures import REPO, WorkerPool, WorkerProcess, start_worker, stop_worker
+from tests.fixtures import REPO, WorkerPool, WorkerProcess, make_key, start_worker, stop_worker
 from tests.gemini_server import TRANSCRIPT, serving, worker_env
 from tests.media import make_clip
 
@@ -137,10 +139,12 @@ def test_upload_follow_and_play_in_the_browser(
     labels = page.locator(".quality option").all_inner_texts()
     assert [label.split(" ")[0] for label in labels] == ["Auto", "720p", "360p", "240p"], labels
 
-    # The bucket's CORS that lets the player read from S3 was set by the upload stage itself.
+    # The player reads the playlists from the API (playback links) and the segments from S3,
+    # whose CORS set-up allowed it.
     settings = get_settings()
     cors = make_s3_client(settings).get_bucket_cors(Bucket=settings.s3_bucket)["CORSRules"]
     assert cors[0]["AllowedOrigins"] == ["*"]
+    assert any("/api/v1/playback/" in url and url.endswith("master.m3u8") for url in requested)
 
     page.click(".player .play")
     # Functions, not expression strings: Playwright evals strings, which the page's CSP forbids.
@@ -173,11 +177,15 @@ def gemini_worker(
 
 
 def test_gemini_analysis_and_captions_in_the_browser(
-    page: Page, api_url: str, api_key: str, gemini_worker: WorkerProcess, tmp_path: Path
+    page: Page, api_url: str, sessions: sessionmaker[Session], gemini_worker: WorkerProcess, tmp_path: Path
 ) -> None:
+    # Only a key entitled to send its videos to Google may ask for gemini.
+    key = make_key(sessions, "gemini-tenant")
+    with sessions.begin() as session:
+        set_entitlements(session, key[:12], {"analysis_backends": ["local", "gemini"]})
     clip = make_clip(tmp_path / "talk.mp4", width=640, height=360, seconds=3)
     page.goto(api_url)
-    sign_in(page, api_key)
+    sign_in(page, key)
     submit_and_open(page, clip, ("240p", "360p"), "gemini")
 
     analysis = page.locator(".analysis-card")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from services.webhooks import build_webhook_request, deliver_webhook
+from services.webhooks.sending import build_webhook_request, deliver_webhook
 from tests.local_http import running
 
 SECRET = "whsec_" + base64.b64encode(b"conveyor-test-secret-32-bytes!!!").decode()
@@ -78,7 +78,7 @@ def deliver(url: str, msg_id: str = "msg_1", allow_cidrs: list[str] | None = Non
     return deliver_webhook(
         url,
         PAYLOAD,
-        secret=SECRET,
+        secrets=[SECRET],
         msg_id=msg_id,
         allow_cidrs=LOOPBACK if allow_cidrs is None else allow_cidrs,
         timeout=5,
@@ -88,7 +88,7 @@ def deliver(url: str, msg_id: str = "msg_1", allow_cidrs: list[str] | None = Non
 def test_request_is_compact_sorted_json_with_standard_headers() -> None:
     stamp = datetime(2025, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
     body, headers = build_webhook_request(
-        {"b": 1, "a": [1, 2]}, secret=SECRET, msg_id="msg_x", timestamp=stamp
+        {"b": 1, "a": [1, 2]}, secrets=[SECRET], msg_id="msg_x", timestamp=stamp
     )
     assert body == b'{"a":[1,2],"b":1}'
     assert headers["webhook-id"] == "msg_x"
@@ -100,14 +100,14 @@ def test_request_is_compact_sorted_json_with_standard_headers() -> None:
 
 def test_signature_of_a_non_utc_timestamp_verifies() -> None:
     now_elsewhere = datetime.now(timezone(timedelta(hours=-7)))
-    body, headers = build_webhook_request(PAYLOAD, secret=SECRET, msg_id="msg_tz", timestamp=now_elsewhere)
+    body, headers = build_webhook_request(PAYLOAD, secrets=[SECRET], msg_id="msg_tz", timestamp=now_elsewhere)
     assert headers["webhook-timestamp"] == str(int(now_elsewhere.timestamp()))
     assert Webhook(SECRET).verify(body, headers) == PAYLOAD
 
 
 def test_naive_timestamp_is_rejected() -> None:
     with pytest.raises(ValueError):
-        build_webhook_request(PAYLOAD, secret=SECRET, msg_id="m", timestamp=datetime(2025, 1, 1))
+        build_webhook_request(PAYLOAD, secrets=[SECRET], msg_id="m", timestamp=datetime(2025, 1, 1))
 
 
 @pytest.mark.integration

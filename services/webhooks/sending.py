@@ -1,4 +1,4 @@
-"""Signed webhook deliveries (Standard Webhooks), sent through the SSRF guard."""
+"""One signed webhook POST (Standard Webhooks), sent through the SSRF guard."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ MAX_RESPONSE_BYTES = 4096
 QUOTED_RESPONSE_CHARS = 200
 
 
+# Refusals that another attempt would meet again: the receiver said the request itself is wrong
+# (4xx, except a timeout or a rate limit), or the guard refused the address.
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
+PERMANENT_ERROR_CODES = ("blocked_url", "endpoint_deleted")
+
+
 @dataclass(frozen=True)
 class DeliveryResult:
     ok: bool
@@ -30,17 +36,32 @@ class DeliveryResult:
     error: str | None
     duration_ms: int
 
+    @property
+    def retryable(self) -> bool:
+        if self.ok:
+            return False
+        if self.status_code is not None and 400 <= self.status_code < 500:
+            return self.status_code in RETRYABLE_CLIENT_ERRORS
+        return not (self.error or "").startswith(tuple(f"{code}:" for code in PERMANENT_ERROR_CODES))
+
 
 def build_webhook_request(
-    payload: Mapping[str, Any], *, secret: str, msg_id: str, timestamp: datetime
+    payload: Mapping[str, Any], *, secrets: Sequence[str], msg_id: str, timestamp: datetime
 ) -> tuple[bytes, dict[str, str]]:
-    """The exact body and headers of one delivery; retries reuse msg_id so receivers can dedupe."""
+    """The exact body and headers of one delivery; retries reuse msg_id so receivers can dedupe.
+
+    Each secret adds its signature to the one header, space-separated, as the spec allows: while
+    a secret is being rotated, a receiver verifying with either the old or the new one accepts."""
+    if not secrets:
+        raise ValueError("a webhook needs at least one secret to sign with")
     if timestamp.tzinfo is None:
         raise ValueError("timestamp must be timezone-aware")
     # The library stamps the timezone on rather than converting, so hand it UTC already.
     utc = timestamp.astimezone(UTC)
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
-    signature = Webhook(secret).sign(msg_id=msg_id, timestamp=utc, data=body.decode())
+    signature = " ".join(
+        Webhook(secret).sign(msg_id=msg_id, timestamp=utc, data=body.decode()) for secret in secrets
+    )
     headers = {
         "webhook-id": msg_id,
         "webhook-timestamp": str(math.floor(utc.timestamp())),
@@ -55,13 +76,15 @@ def deliver_webhook(
     url: str,
     payload: Mapping[str, Any],
     *,
-    secret: str,
+    secrets: Sequence[str],
     msg_id: str,
     allow_cidrs: Sequence[str],
     timeout: float,
 ) -> DeliveryResult:
     """POST one signed delivery; every network or HTTP failure comes back as ok=False, never raised."""
-    body, headers = build_webhook_request(payload, secret=secret, msg_id=msg_id, timestamp=datetime.now(UTC))
+    body, headers = build_webhook_request(
+        payload, secrets=secrets, msg_id=msg_id, timestamp=datetime.now(UTC)
+    )
     started = time.monotonic()
 
     def result(ok: bool, status: int | None, error: str | None) -> DeliveryResult:

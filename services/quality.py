@@ -1,0 +1,246 @@
+"""Quality receipts: how close each rendition looks to the source, measured on a sample.
+
+VMAF (libvmaf, model vmaf_v0.6.1, embedded in the static ffmpeg) where the binary has it, else
+PSNR and SSIM. The sample is a few short windows spread over the video, decoded once each
+from the source (through the same deinterlacing and tone mapping as the renditions, so an
+HDR source is judged against what an SDR screen should show) and from every rendition; each
+rendition is scaled up to the top rendition's size, as a viewer's player would show it.
+Planning, the command and reading the logs are pure; ``measure_quality`` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import ffmpeg as ffmpeg_python
+
+from services.ffmpeg import run_ffmpeg
+from services.ladder import Rendition
+from services.pictures import PicturePlan, picture_steps
+from services.playlists import MEDIA_PLAYLIST
+from services.probe import MediaInfo
+
+Metric = Literal["vmaf", "psnr_ssim"]
+VMAF_MODEL = "version=vmaf_v0.6.1"
+# Three one-second windows (one for a clip under WINDOW_SPACING_SECONDS x 3): enough frames
+# for a 5th percentile that means something, at a cost bench/quality.py keeps under 15% of
+# the transcode's CPU time.
+MAX_WINDOWS = 3
+WINDOW_SECONDS = 1.0
+WINDOW_SPACING_SECONDS = 10.0
+PERCENTILE = 5
+_PSNR_LINE = re.compile(r"psnr_avg:(\S+)")
+_SSIM_LINE = re.compile(r"All:(\S+)")
+
+
+@dataclass(frozen=True)
+class Window:
+    start: float  # seconds on the renditions' clock
+    seconds: float
+
+
+def plan_windows(duration: float, fps: float) -> list[Window]:
+    """Windows centred in equal parts of the video, each starting half a frame (at the lowest
+    rendition rate, ``fps``) before a frame, so source and rendition cut on the same one."""
+    if duration <= 0:
+        return []
+    seconds = min(WINDOW_SECONDS, duration)
+    count = max(1, min(MAX_WINDOWS, int(duration // WINDOW_SPACING_SECONDS)))
+    frame = 1.0 / fps if fps > 0 else 0.0
+    windows = []
+    for part in range(count):
+        centre = duration * (part + 0.5) / count
+        start = max(0.0, min(duration - seconds, centre - seconds / 2))
+        if frame:
+            start = max(0.0, (math.floor(start / frame) - 0.5) * frame) if start >= frame else 0.0
+        windows.append(Window(round(start, 6), seconds))
+    return windows
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """The value below which ``share`` percent of ``values`` fall (linear between ranks)."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    rank = (len(ordered) - 1) * share / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _concat(streams: list[Any]) -> Any:
+    return streams[0] if len(streams) == 1 else ffmpeg_python.concat(*streams, v=1, a=0)
+
+
+def _split(stream: Any, count: int) -> list[Any]:
+    if count == 1:
+        return [stream]
+    node = stream.filter_multi_output("split", count)
+    return [node.stream(i) for i in range(count)]
+
+
+def log_path(log_dir: Path, rendition: Rendition, metric: str) -> Path:
+    return log_dir / f"{rendition.name}.{metric}.log"
+
+
+def build_quality_command(
+    ffmpeg: str,
+    source: Path,
+    info: MediaInfo,
+    picture: PicturePlan,
+    renditions: Sequence[Rendition],
+    hls_dir: Path,
+    windows: Sequence[Window],
+    log_dir: Path,
+    *,
+    metric: Metric,
+    threads: int = 2,
+) -> list[str]:
+    """One ffmpeg that writes a per-frame log for every rendition (``log_path``)."""
+    assert info.video is not None and renditions and windows
+    video = info.video
+    width, height = max(((r.width, r.height) for r in renditions), key=lambda size: size[0] * size[1])
+    # The renditions' clock starts at the source's first picture; the file's may start earlier.
+    offset = max(0.0, video.start_time - info.start_time)
+    rates = sorted({r.fps for r in renditions})
+    references: dict[float, list[list[Any]]] = {rate: [] for rate in rates}
+    distorted: list[list[Any]] = [[] for _ in renditions]
+    for window in windows:
+        shown = ffmpeg_python.input(
+            str(source), f=info.demuxer, protocol_whitelist="file", ss=f"{window.start + offset:.6f}",
+            t=f"{window.seconds:.6f}",
+        )[str(video.index)]  # fmt: skip
+        shown = picture_steps(shown, picture).filter("setpts", "PTS-STARTPTS")
+        for rate, branch in zip(rates, _split(shown, len(rates)), strict=True):
+            users = [r for r in renditions if r.fps == rate]
+            chain = (
+                branch.filter("fps", f"{rate:g}").filter("scale", width, height).filter("format", "yuv420p")
+            )
+            references[rate].append(_split(chain, len(users)))
+        for i, rendition in enumerate(renditions):
+            played = ffmpeg_python.input(
+                str(hls_dir / rendition.name / MEDIA_PLAYLIST), protocol_whitelist="file",
+                ss=f"{window.start:.6f}", t=f"{window.seconds:.6f}",
+            )["v:0"]  # fmt: skip
+            distorted[i].append(
+                played.filter("setpts", "PTS-STARTPTS")
+                .filter("scale", width, height, flags="bicubic")
+                .filter("format", "yuv420p")
+            )
+    outputs = []
+    taken = dict.fromkeys(rates, 0)
+    for i, rendition in enumerate(renditions):
+        position = taken[rendition.fps]
+        taken[rendition.fps] += 1
+        reference = _concat([per_window[position] for per_window in references[rendition.fps]])
+        main = _concat(distorted[i])
+        if metric == "vmaf":
+            scored = ffmpeg_python.filter(
+                [main, reference], "libvmaf", model=VMAF_MODEL, log_fmt="json",
+                log_path=str(log_path(log_dir, rendition, "vmaf")), n_threads=threads,
+            )  # fmt: skip
+            outputs.append(ffmpeg_python.output(scored, "-", f="null"))
+            continue
+        main_psnr, main_ssim = _split(main, 2)
+        reference_psnr, reference_ssim = _split(reference, 2)
+        psnr = ffmpeg_python.filter(
+            [main_psnr, reference_psnr], "psnr", stats_file=str(log_path(log_dir, rendition, "psnr"))
+        )
+        ssim = ffmpeg_python.filter(
+            [main_ssim, reference_ssim], "ssim", stats_file=str(log_path(log_dir, rendition, "ssim"))
+        )
+        outputs += [ffmpeg_python.output(psnr, "-", f="null"), ffmpeg_python.output(ssim, "-", f="null")]
+    command = ffmpeg_python.merge_outputs(*outputs).global_args(
+        "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-progress", "pipe:1"
+    )
+    args: list[str] = command.compile(cmd=ffmpeg)
+    return args
+
+
+def read_vmaf_log(text: str) -> dict[str, Any]:
+    frames = [float(frame["metrics"]["vmaf"]) for frame in json.loads(text)["frames"]]
+    return {
+        "metric": "vmaf",
+        "model": VMAF_MODEL.partition("=")[2],
+        "vmaf_mean": round(sum(frames) / len(frames), 2),
+        "vmaf_p5": round(percentile(frames, PERCENTILE), 2),
+        "frames": len(frames),
+    }
+
+
+def read_psnr_ssim_logs(psnr_text: str, ssim_text: str) -> dict[str, Any]:
+    # An identical frame has infinite PSNR ("inf"); it is capped where a frame is that good.
+    psnr = [min(100.0, float(value)) for value in _PSNR_LINE.findall(psnr_text)]
+    ssim = [float(value) for value in _SSIM_LINE.findall(ssim_text)]
+    if not psnr or not ssim:
+        raise ValueError("empty PSNR or SSIM log")
+    return {
+        "metric": "psnr_ssim",
+        "psnr_mean": round(sum(psnr) / len(psnr), 2),
+        "psnr_p5": round(percentile(psnr, PERCENTILE), 2),
+        "ssim_mean": round(sum(ssim) / len(ssim), 4),
+        "frames": len(psnr),
+    }
+
+
+@lru_cache(maxsize=4)
+def has_vmaf(ffmpeg: str) -> bool:
+    """Whether this ffmpeg was built with libvmaf (Debian's is not; the static one is)."""
+    try:
+        listing = subprocess.run(
+            [ffmpeg, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return any(line.split()[1:2] == ["libvmaf"] for line in listing.splitlines() if line.strip())
+
+
+def measure_quality(
+    ffmpeg: str,
+    source: Path,
+    info: MediaInfo,
+    picture: PicturePlan,
+    renditions: Sequence[Rendition],
+    hls_dir: Path,
+    *,
+    timeout: float,
+    memory_limit_bytes: int | None,
+    should_stop: Callable[[], bool],
+) -> list[dict[str, Any]]:
+    """A receipt per rendition, in order; the logs go to a temporary folder of this process."""
+    if not renditions or info.video is None:
+        return []
+    windows = plan_windows(info.duration, min(r.fps for r in renditions))
+    metric: Metric = "vmaf" if has_vmaf(ffmpeg) else "psnr_ssim"
+    with tempfile.TemporaryDirectory(prefix="conveyor-quality-") as scratch:
+        log_dir = Path(scratch)
+        args = build_quality_command(
+            ffmpeg, source, info, picture, renditions, hls_dir, windows, log_dir, metric=metric
+        )
+        run_ffmpeg(
+            args,
+            duration=0.0,
+            should_stop=should_stop,
+            timeout=timeout,
+            memory_limit_bytes=memory_limit_bytes,
+        )
+        receipts = []
+        for rendition in renditions:
+            if metric == "vmaf":
+                receipt = read_vmaf_log(log_path(log_dir, rendition, "vmaf").read_text())
+            else:
+                receipt = read_psnr_ssim_logs(
+                    log_path(log_dir, rendition, "psnr").read_text(),
+                    log_path(log_dir, rendition, "ssim").read_text(),
+                )
+            receipts.append(receipt | {"sample_seconds": round(sum(w.seconds for w in windows), 3)})
+    return receipts

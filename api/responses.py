@@ -82,9 +82,55 @@ class JobListQuery(Query):
     cursor: str | None = Field(None, max_length=500)
 
 
+class QualityReceipt(Open):
+    """How close a rendition looks to the source, measured on a sample of it."""
+
+    metric: Literal["vmaf", "psnr_ssim"]
+    frames: int
+    sample_seconds: float
+    vmaf_mean: float | None = None
+    vmaf_p5: float | None = Field(None, description="5th percentile of the per-frame VMAF.")
+    psnr_mean: float | None = None
+    ssim_mean: float | None = None
+
+
+class RenditionOut(Open):
+    name: str
+    codec: Literal["h264", "hevc", "av1"] | None = None
+    width: int | None
+    height: int | None
+    fps: float | None
+    bandwidth: int = Field(description="Declared peak bits/s, with the loudest audio rendition's.")
+    average_bandwidth: int | None
+    url: str
+    quality: QualityReceipt | None = None
+
+
+class AudioRenditionOut(Open):
+    name: str
+    language: str | None
+    title: str
+    default: bool
+    bandwidth: int
+    url: str
+
+
+class SubtitleRenditionOut(Open):
+    name: str
+    language: str | None
+    title: str
+    default: bool
+    forced: bool
+    url: str = Field(description="The WebVTT file.")
+    playlist_url: str
+
+
 class JobResult(Open):
     playback_url: str | None
-    renditions: list[dict[str, Any]]
+    dash_url: str | None = Field(None, description="DASH manifest, for fMP4 output.")
+    renditions: list[RenditionOut]
+    audio: list[AudioRenditionOut] = []
+    subtitles: list[SubtitleRenditionOut] = []
     poster_url: str | None = None
     storyboard: Any = None
     captions: list[Any] = []

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import html
 import mimetypes
+import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from xml.sax.saxutils import quoteattr
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -24,6 +27,7 @@ CONTENT_TYPES = {
     ".m4s": "video/iso.segment",
     ".mp4": "video/mp4",
     ".vtt": "text/vtt",
+    ".mpd": "application/dash+xml",
     ".jpg": "image/jpeg",
     ".json": "application/json",
 }
@@ -103,7 +107,7 @@ def publish_tiers(files: Iterable[Path]) -> list[list[Path]]:
     playlist whose segments are missing. Within a tier the order does not matter."""
 
     def tier(path: Path) -> int:
-        if path.name == "master.m3u8":
+        if path.name == "master.m3u8" or path.suffix == ".mpd":
             return 2
         # A storyboard's WebVTT names its sprite the way a playlist names segments.
         return 1 if path.suffix in (".m3u8", ".vtt") else 0
@@ -142,9 +146,24 @@ def rewrite_vtt(text: str, url_for: Callable[[str], str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_MPD_URL = re.compile(r'(sourceURL|media)="([^"]*)"')
+
+
+def rewrite_mpd(text: str, url_for: Callable[[str], str]) -> str:
+    """Replace each relative init and segment URL of a DASH manifest (services/dash.py lists
+    them one by one) by the URL url_for gives, escaped for an XML attribute."""
+
+    def signed(match: re.Match[str]) -> str:
+        uri = html.unescape(match[2])
+        return match[0] if "://" in uri else f"{match[1]}={quoteattr(url_for(uri))}"
+
+    return _MPD_URL.sub(signed, text)
+
+
 REWRITERS: dict[str, Callable[[str, Callable[[str], str]], str]] = {
     ".m3u8": rewrite_playlist,
     ".vtt": rewrite_vtt,
+    ".mpd": rewrite_mpd,
 }
 
 
@@ -228,6 +247,20 @@ def publish_tree(
     return keys
 
 
+def _video_rendition(delivery: Delivery, keys: dict[str, str], rendition: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": rendition["name"],
+        "codec": rendition.get("codec", "h264"),
+        "width": rendition["width"] or None,
+        "height": rendition["height"] or None,
+        "fps": rendition.get("fps") or None,
+        "bandwidth": rendition["bandwidth"],
+        "average_bandwidth": rendition.get("average_bandwidth"),
+        "url": delivery.url(keys[f"{rendition['name']}/index.m3u8"]),
+        "quality": rendition.get("quality"),
+    }
+
+
 def publish_hls(
     delivery: Delivery,
     hls_dir: Path,
@@ -236,27 +269,41 @@ def publish_hls(
     on_progress: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
     """Publish a transcode's output (``transcoded`` is what the transcode stage recorded): the
-    playback URL, one URL per rendition playlist, the poster's and the storyboard's URLs."""
+    playback URL (and the DASH manifest's), one URL per video, audio and subtitle rendition
+    playlist, the poster's and the storyboard's URLs."""
     keys = publish_tree(delivery, hls_dir, prefix, on_progress)
     storyboard = transcoded.get("storyboard")
     poster = transcoded.get("poster")
+    dash = transcoded.get("dash")
     return {
         "bucket": delivery.bucket,
         "prefix": prefix,
         "playback_url": delivery.url(keys["master.m3u8"]),
+        "dash_url": delivery.url(keys[dash]) if dash else None,
         "segment_format": transcoded.get("segment_format", "ts"),
-        "renditions": [
+        "renditions": [_video_rendition(delivery, keys, r) for r in transcoded["renditions"]],
+        "audio": [
             {
-                "name": rendition["name"],
-                # An audio-only rendition has no picture: null, not a 0x0 one.
-                "width": rendition["width"] or None,
-                "height": rendition["height"] or None,
-                "fps": rendition.get("fps") or None,
-                "bandwidth": rendition["bandwidth"],
-                "average_bandwidth": rendition.get("average_bandwidth"),
-                "url": delivery.url(keys[f"{rendition['name']}/index.m3u8"]),
+                "name": track["name"],
+                "language": track["language"] or None,
+                "title": track["title"],
+                "default": track["default"],
+                "bandwidth": track["bandwidth"],
+                "url": delivery.url(keys[f"{track['name']}/index.m3u8"]),
             }
-            for rendition in transcoded["renditions"]
+            for track in transcoded.get("audio", [])
+        ],
+        "subtitles": [
+            {
+                "name": track["name"],
+                "language": track["language"] or None,
+                "title": track["title"],
+                "default": track["default"],
+                "forced": track["forced"],
+                "url": delivery.url(keys[track["vtt"]]),
+                "playlist_url": delivery.url(keys[track["playlist"]]),
+            }
+            for track in transcoded.get("subtitles", [])
         ],
         "poster_url": delivery.url(keys[poster]) if poster else None,
         "storyboard": None

@@ -76,10 +76,11 @@ def plan_picture(info: MediaInfo, *, detected_interlaced: bool = False) -> Pictu
 
 
 def needs_idet(info: MediaInfo) -> bool:
-    """Ask idet only when the file does not say: a declared order (fields or progressive) is
-    trusted, and so is a codec that cannot code fields."""
+    """Ask idet only when the file does not say (MPEG-4 Part 2 in AVI, DV, raw formats): a
+    declared order is trusted, and so is a codec that cannot code fields. idet is fooled by
+    some synthetic pictures (testsrc2 reads as fields), so it is not asked over a file's word."""
     video = info.video
-    if video is None or video.declared_interlaced or video.field_order == "progressive":
+    if video is None or video.field_order:
         return False
     return video.codec not in ("vp8", "vp9", "av1", "png", "mjpeg", "gif", "webp")
 

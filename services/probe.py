@@ -174,6 +174,12 @@ def _number(value: Any, kind: type[int] | type[float]) -> Any:
         return kind(0)
 
 
+def _declared(stream: dict[str, Any], key: str) -> str:
+    """A property ffprobe names, "" where it prints "unknown" or "unspecified" (not said)."""
+    value = str(stream.get(key) or "")
+    return "" if value in ("unknown", "unspecified", "reserved") else value
+
+
 def _tags(stream: dict[str, Any]) -> tuple[str, str]:
     tags = {str(key).lower(): str(value) for key, value in (stream.get("tags") or {}).items()}
     language = tags.get("language", "")
@@ -202,10 +208,10 @@ def _video(stream: dict[str, Any]) -> VideoStream:
         coded_width=coded_width,
         coded_height=coded_height,
         sample_aspect_ratio=f"{sar.numerator}:{sar.denominator}",
-        field_order=str(stream.get("field_order") or ""),
-        color_transfer=str(stream.get("color_transfer") or ""),
-        color_primaries=str(stream.get("color_primaries") or ""),
-        color_space=str(stream.get("color_space") or ""),
+        field_order=_declared(stream, "field_order"),
+        color_transfer=_declared(stream, "color_transfer"),
+        color_primaries=_declared(stream, "color_primaries"),
+        color_space=_declared(stream, "color_space"),
         bit_rate=_number(stream.get("bit_rate"), int),
         start_time=_number(stream.get("start_time"), float),
     )

@@ -219,3 +219,9 @@ def test_a_record_from_before_these_fields_still_reads() -> None:
     info = MediaInfo.from_record(old)
     assert info.video is not None and info.video.sample_aspect_ratio == "1:1"
     assert info.audio_tracks == () and info.subtitles == ()
+
+
+def test_unknown_properties_are_not_declared() -> None:
+    info = parse_probe(probed(video_stream(field_order="unknown", color_transfer="unspecified")))
+    assert info.video is not None
+    assert (info.video.field_order, info.video.color_transfer) == ("", "")

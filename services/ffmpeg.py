@@ -25,7 +25,7 @@ import ffmpeg as ffmpeg_python
 from services.confine import confine
 from services.errors import Canceled, InvalidMedia, StageTimeout, TranscodeFailed
 from services.ladder import AudioRendition, Rendition, SubtitleRendition
-from services.pictures import OUTPUT_COLOUR, PicturePlan, picture_steps, scale_step
+from services.pictures import PicturePlan, picture_steps, scale_step, tagged_bt709
 from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, h264_level, hevc_level
 from services.probe import REFUSED_DEMUXERS, MediaInfo
 from services.storyboard import (
@@ -110,7 +110,7 @@ def _video_streams(
     scaled = scale_step(
         _fps_step(shown, top_rendition, video.fps, video.variable_frame_rate), *top[:2], picture
     )
-    scaled = scaled.filter("format", "yuv420p")
+    scaled = tagged_bt709(scaled.filter("format", "yuv420p"))
     branches = _split(scaled, len(users[top]) + len(lower))
     streams: dict[int, Any] = dict(zip(users[top], branches, strict=False))
     for size, branch in zip(lower, branches[len(users[top]) :], strict=True):
@@ -256,7 +256,7 @@ def build_hls_command(
         streams += video
         for i, rendition in enumerate(renditions):
             options |= _codec_args(i, rendition, encoders, segment_seconds)
-        options |= OUTPUT_COLOUR | {
+        options |= {
             "sc_threshold": 0,
             "force_key_frames": f"expr:gte(t,n_forced*{segment_seconds})",
         }

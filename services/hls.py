@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from services.captions import first_segment_start, subtitle_playlist, with_times
 from services.config import Settings
 from services.confine import confine
 from services.dash import DASH_MANIFEST, Representation, write_dash_manifest
+from services.errors import TranscodeFailed
 from services.ffmpeg import Encoders, SegmentFormat, build_hls_command, run_ffmpeg, subtitle_source_path
 from services.ladder import (
     DEFAULT_RATE_CONTROL,
@@ -47,6 +49,8 @@ from services.storyboard import (
     plan_storyboard,
     storyboard_vtt,
 )
+
+log = logging.getLogger("conveyor.transcode")
 
 # How often the runner looks at the stop flag; a cancel must end ffmpeg within 2 s of the
 # request, and the heartbeat that sets the flag already takes up to one of them.
@@ -192,6 +196,37 @@ def _dash(
     return DASH_MANIFEST
 
 
+def _receipts(
+    source: Path,
+    out_dir: Path,
+    info: MediaInfo,
+    picture: PicturePlan,
+    renditions: Sequence[Rendition],
+    settings: Settings,
+    should_stop: Callable[[], bool],
+) -> list[dict[str, Any] | None]:
+    """Each rendition's quality receipt, or None for all when they cannot be measured: the
+    renditions are good whatever the measure says, so a failed measure costs the job only the
+    receipts (a cancel or a timeout still ends the stage)."""
+    try:
+        return list(
+            measure_quality(
+                settings.ffmpeg_path,
+                source,
+                info,
+                picture,
+                renditions,
+                out_dir,
+                timeout=settings.time_limits("transcode")[0],
+                memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
+                should_stop=should_stop,
+            )
+        )
+    except (TranscodeFailed, ValueError, KeyError, OSError):
+        log.warning("quality receipts could not be measured", exc_info=True)
+        return [None] * len(renditions)
+
+
 def transcode_to_hls(
     source: Path,
     out_dir: Path,
@@ -273,19 +308,7 @@ def transcode_to_hls(
         stills = _stills(out_dir, storyboard, info.duration)
         receipts: list[dict[str, Any] | None] = [None] * len(renditions)
         if settings.quality_receipts and picture is not None:
-            receipts = list(
-                measure_quality(
-                    settings.ffmpeg_path,
-                    source,
-                    info,
-                    picture,
-                    renditions,
-                    out_dir,
-                    timeout=settings.time_limits("transcode")[0],
-                    memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
-                    should_stop=should_stop,
-                )
-            )
+            receipts = _receipts(source, out_dir, info, picture, renditions, settings, should_stop)
         on_progress(100.0)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)

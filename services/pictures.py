@@ -118,4 +118,7 @@ def scale_step(stream: Any, width: int, height: int, plan: PicturePlan | None) -
     return stream.filter("scale", width, height, **options).filter("setsar", 1)
 
 
-OUTPUT_COLOUR = {"color_primaries": BT709, "color_trc": BT709, "colorspace": BT709, "color_range": "tv"}
+def tagged_bt709(stream: Any) -> Any:
+    """Mark the frames BT.709, limited range: encoders write what the frames say into the
+    stream's colour description, and an untagged source's frames say nothing."""
+    return stream.filter("setparams", color_primaries=BT709, color_trc=BT709, colorspace=BT709, range="tv")

@@ -25,7 +25,7 @@ import ffmpeg as ffmpeg_python
 
 from services.ffmpeg import run_ffmpeg
 from services.ladder import Rendition
-from services.pictures import PicturePlan, picture_steps
+from services.pictures import PicturePlan, picture_steps, scale_step
 from services.playlists import MEDIA_PLAYLIST
 from services.probe import MediaInfo
 
@@ -88,6 +88,15 @@ def _split(stream: Any, count: int) -> list[Any]:
     return [node.stream(i) for i in range(count)]
 
 
+def _cut(start: float, seconds: float) -> dict[str, str]:
+    # No -ss for a window at the very start: ffmpeg 5.1's HLS demuxer returns no frame at all
+    # when asked to seek to within its first frames.
+    cut = {"t": f"{seconds:.6f}"}
+    if start > 0:
+        cut["ss"] = f"{start:.6f}"
+    return cut
+
+
 def log_path(log_dir: Path, rendition: Rendition, metric: str) -> Path:
     return log_dir / f"{rendition.name}.{metric}.log"
 
@@ -116,24 +125,31 @@ def build_quality_command(
     distorted: list[list[Any]] = [[] for _ in renditions]
     for window in windows:
         shown = ffmpeg_python.input(
-            str(source), f=info.demuxer, protocol_whitelist="file", ss=f"{window.start + offset:.6f}",
-            t=f"{window.seconds:.6f}",
-        )[str(video.index)]  # fmt: skip
+            str(source),
+            f=info.demuxer,
+            protocol_whitelist="file",
+            **_cut(window.start + offset, window.seconds),
+        )[str(video.index)]
         shown = picture_steps(shown, picture).filter("setpts", "PTS-STARTPTS")
         for rate, branch in zip(rates, _split(shown, len(rates)), strict=True):
             users = [r for r in renditions if r.fps == rate]
             chain = (
-                branch.filter("fps", f"{rate:g}").filter("scale", width, height).filter("format", "yuv420p")
+                # Scaled as the top rendition was: a BT.601 source is compared in BT.709.
+                scale_step(branch.filter("fps", f"{rate:g}"), width, height, picture).filter(
+                    "format", "yuv420p"
+                )
             )
             references[rate].append(_split(chain, len(users)))
         for i, rendition in enumerate(renditions):
             played = ffmpeg_python.input(
-                str(hls_dir / rendition.name / MEDIA_PLAYLIST), protocol_whitelist="file",
-                ss=f"{window.start:.6f}", t=f"{window.seconds:.6f}",
-            )["v:0"]  # fmt: skip
+                str(hls_dir / rendition.name / MEDIA_PLAYLIST),
+                protocol_whitelist="file",
+                **_cut(window.start, window.seconds),
+            )["v:0"]
             distorted[i].append(
                 played.filter("setpts", "PTS-STARTPTS")
                 .filter("scale", width, height, flags="bicubic")
+                .filter("setsar", 1)
                 .filter("format", "yuv420p")
             )
     outputs = []

@@ -101,20 +101,24 @@ def test_one_decode_scaled_once_to_the_top_and_cascaded_below() -> None:
         "[0:0]scale=1280:720[s0]",
         "[s0]setsar=1[s1]",
         "[s1]format=yuv420p[s2]",
-        "[s2]split=4[s3][s4][s5][s6]",
-        "[s6]scale=426:240[s7]",
-        "[s7]setsar=1[s8]",
-        "[s5]scale=640:360[s9]",
-        "[s9]setsar=1[s10]",
-        "[s4]scale=854:480[s11]",
-        "[s11]setsar=1[s12]",
+        "[s2]setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv[s3]",
+        "[s3]split=4[s4][s5][s6][s7]",
+        "[s7]scale=426:240[s8]",
+        "[s8]setsar=1[s9]",
+        "[s6]scale=640:360[s10]",
+        "[s10]setsar=1[s11]",
+        "[s5]scale=854:480[s12]",
+        "[s12]setsar=1[s13]",
     ]
     assert "fps=" not in graph  # 30 fps source: nothing to drop
 
 
 def test_a_single_rendition_needs_no_split() -> None:
     graph = value_of(command(media(320, 240)), "-filter_complex")
-    assert graph == "[0:0]scale=320:240[s0];[s0]setsar=1[s1];[s1]format=yuv420p[s2]"
+    assert graph == (
+        "[0:0]scale=320:240[s0];[s0]setsar=1[s1];[s1]format=yuv420p[s2];"
+        "[s2]setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv[s3]"
+    )
 
 
 def test_the_main_video_is_taken_by_its_index_so_cover_art_first_is_skipped() -> None:
@@ -188,11 +192,10 @@ def test_no_audio_track_maps_no_audio() -> None:
     assert not any(a.startswith(("-c:a", "-b:a")) for a in args)
 
 
-def test_every_rendition_is_tagged_bt709() -> None:
-    args = command(media())
-    for flag in ("-color_primaries", "-color_trc", "-colorspace"):
-        assert value_of(args, flag) == "bt709"
-    assert value_of(args, "-color_range") == "tv"
+def test_every_rendition_is_tagged_bt709_once_at_the_top_and_inherits_it_below() -> None:
+    graph = value_of(command(media()), "-filter_complex")
+    assert graph.count("setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv") == 1
+    assert graph.index("setparams") < graph.index("split")
 
 
 def test_hdr_is_tone_mapped_before_scaling() -> None:

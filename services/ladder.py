@@ -176,7 +176,7 @@ def _rated(rendition: Rendition, codec: VideoCodec, rate_control: RateControl, c
     if cap > 0:
         # Re-encoding never adds detail: more bits than the source spent buy nothing.
         rate = min(rate, cap)
-    rate = max(1000, round(rate, -3))
+    rate = max(1000, 1000 * math.floor(rate / 1000))  # whole kb/s, never above the cap
     return replace(
         rendition,
         name=rendition.name if codec == "h264" else f"{rendition.name}-{codec}",

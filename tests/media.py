@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 
@@ -35,3 +36,30 @@ def make_clip(
     args.append(str(path))
     subprocess.run(args, check=True)
     return path
+
+
+def _atoms(data: bytes, start: int, end: int) -> list[tuple[bytes, bytes]]:
+    found, at = [], start
+    while at < end:
+        size, kind = struct.unpack(">I4s", data[at : at + 8])
+        found.append((kind, data[at : at + size]))
+        at += size
+    return found
+
+
+def cover_art_first(source: Path, dest: Path) -> Path:
+    """The MP4 ``source`` (with cover art, which ffmpeg's muxer stores after the tracks) with
+    its metadata box moved before the tracks, as some taggers write it: ffmpeg's demuxer then
+    reads the cover art as stream 0, before the video. Only boxes inside moov move, so every
+    sample offset into mdat stays right."""
+    data = source.read_bytes()
+    rebuilt = b""
+    for kind, box in _atoms(data, 0, len(data)):
+        if kind == b"moov":
+            children = _atoms(box, 8, len(box))
+            metadata = b"".join(child for name, child in children if name == b"udta")
+            others = [child for name, child in children if name != b"udta"]
+            box = box[:8] + others[0] + metadata + b"".join(others[1:])  # mvhd stays first
+        rebuilt += box
+    dest.write_bytes(rebuilt)
+    return dest

@@ -63,3 +63,25 @@ def cover_art_first(source: Path, dest: Path) -> Path:
         rebuilt += box
     dest.write_bytes(rebuilt)
     return dest
+
+
+def make_multilingual_clip(
+    path: Path, *, seconds: float = 3.0, subtitle: str = "Hello from the source"
+) -> Path:
+    """A Matroska clip of testsrc2 with two sound tracks (English 440 Hz, then French 880 Hz,
+    titled) and one English SubRip subtitle showing ``subtitle`` from 0.2 s to the end."""
+    srt = path.with_suffix(".srt")
+    srt.write_text(f"1\n00:00:00,200 --> 00:00:{int(seconds):02d},000\n{subtitle}\n")
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=30:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=880:sample_rate=48000:duration={seconds}",
+         "-i", str(srt),
+         "-map", "0", "-map", "1", "-map", "2", "-map", "3",
+         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-c:s", "srt",
+         "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=fre",
+         "-metadata:s:a:1", "title=Français", "-metadata:s:s:0", "language=eng", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path

@@ -128,12 +128,14 @@ def add_subtitles(master: str, tracks: Sequence[CaptionTrack]) -> str:
     body: list[str] = []
     kept_subtitles = False
     source_default = False
+    taken: set[str] = set()
     for line in master.splitlines():
         if line.startswith("#EXT-X-MEDIA:") and "TYPE=SUBTITLES" in line:
             if f'URI="{SUBTITLES_DIR}/' in line:
                 continue
             kept_subtitles = True
             source_default = source_default or "DEFAULT=YES" in line
+            taken.update(re.findall(r'NAME="([^"]*)"', line))
         if line.startswith("#EXT-X-STREAM-INF:"):
             attributes = re.sub(r',SUBTITLES="[^"]*"', "", line)
             line = f'{attributes},SUBTITLES="{GROUP_ID}"' if tracks or kept_subtitles else attributes
@@ -141,7 +143,11 @@ def add_subtitles(master: str, tracks: Sequence[CaptionTrack]) -> str:
     media = [
         subtitle_line(
             SubtitleEntry(
-                track.language, track.name, track.playlist_uri, default=i == 0 and not source_default
+                track.language,
+                # NAME is unique in a group: a source track may already be called "English".
+                f"{track.name} (captions)" if track.name in taken else track.name,
+                track.playlist_uri,
+                default=i == 0 and not source_default,
             )
         )
         for i, track in enumerate(tracks)

@@ -82,18 +82,6 @@ class JobListQuery(Query):
     cursor: str | None = Field(None, max_length=500)
 
 
-class QualityReceipt(Open):
-    """How close a rendition looks to the source, measured on a sample of it."""
-
-    metric: Literal["vmaf", "psnr_ssim"]
-    frames: int
-    sample_seconds: float
-    vmaf_mean: float | None = None
-    vmaf_p5: float | None = Field(None, description="5th percentile of the per-frame VMAF.")
-    psnr_mean: float | None = None
-    ssim_mean: float | None = None
-
-
 class RenditionOut(Open):
     name: str
     codec: Literal["h264", "hevc", "av1"] | None = None
@@ -103,7 +91,12 @@ class RenditionOut(Open):
     bandwidth: int = Field(description="Declared peak bits/s, with the loudest audio rendition's.")
     average_bandwidth: int | None
     url: str
-    quality: QualityReceipt | None = None
+    quality: dict[str, Any] | None = Field(
+        None,
+        description="How close it looks to the source on a sample: metric vmaf (vmaf_mean, vmaf_p5: the "
+        "5th percentile, model, frames, sample_seconds) or psnr_ssim (psnr_mean, psnr_p5, ssim_mean, …); "
+        "null when not measured.",
+    )
 
 
 class AudioRenditionOut(Open):

@@ -217,6 +217,7 @@ def _receipts(
                 picture,
                 renditions,
                 out_dir,
+                segment_seconds=settings.segment_seconds,
                 timeout=settings.time_limits("transcode")[0],
                 memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
                 should_stop=should_stop,

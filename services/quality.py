@@ -25,7 +25,7 @@ import ffmpeg as ffmpeg_python
 
 from services.ffmpeg import run_ffmpeg
 from services.ladder import Rendition
-from services.pictures import PicturePlan, picture_steps, scale_step
+from services.pictures import PicturePlan, picture_steps, scale_step, tagged_bt709
 from services.playlists import MEDIA_PLAYLIST
 from services.probe import MediaInfo
 
@@ -38,6 +38,7 @@ MAX_WINDOWS = 3
 WINDOW_SECONDS = 1.0
 WINDOW_SPACING_SECONDS = 10.0
 PERCENTILE = 5
+SCORED_FRAMES_PER_WINDOW = 10
 _PSNR_LINE = re.compile(r"psnr_avg:(\S+)")
 _SSIM_LINE = re.compile(r"All:(\S+)")
 
@@ -48,22 +49,29 @@ class Window:
     seconds: float
 
 
-def plan_windows(duration: float, fps: float) -> list[Window]:
-    """Windows centred in equal parts of the video, each starting half a frame (at the lowest
-    rendition rate, ``fps``) before a frame, so source and rendition cut on the same one."""
+def plan_windows(duration: float, fps: float, segment_seconds: float) -> list[Window]:
+    """Windows in equal parts of the video, each starting on a segment boundary (where every
+    rendition has a keyframe, so nothing is decoded only to be skipped) plus half a frame at
+    the lowest rendition rate ``fps``, so source and renditions cut on the same frame."""
     if duration <= 0:
         return []
     seconds = min(WINDOW_SECONDS, duration)
     count = max(1, min(MAX_WINDOWS, int(duration // WINDOW_SPACING_SECONDS)))
-    frame = 1.0 / fps if fps > 0 else 0.0
+    half_frame = 0.5 / fps if fps > 0 else 0.0
     windows = []
     for part in range(count):
-        centre = duration * (part + 0.5) / count
-        start = max(0.0, min(duration - seconds, centre - seconds / 2))
-        if frame:
-            start = max(0.0, (math.floor(start / frame) - 0.5) * frame) if start >= frame else 0.0
-        windows.append(Window(round(start, 6), seconds))
-    return windows
+        wanted = max(0.0, duration * (part + 0.5) / count - seconds / 2)
+        boundary = segment_seconds * math.floor(wanted / segment_seconds) if segment_seconds > 0 else 0.0
+        start = boundary + half_frame if boundary > 0 else 0.0
+        windows.append(Window(round(min(start, max(0.0, duration - seconds)), 6), seconds))
+    return list(dict.fromkeys(windows))
+
+
+def subsample(fps: float, windows: Sequence[Window]) -> int:
+    """Score every n-th frame, about SCORED_FRAMES_PER_WINDOW per window: VMAF costs about as
+    much per frame as decoding and scaling it for every rendition together."""
+    frames = max(1.0, fps * sum(w.seconds for w in windows))
+    return max(1, round(frames / (SCORED_FRAMES_PER_WINDOW * max(1, len(windows)))))
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -113,8 +121,10 @@ def build_quality_command(
     *,
     metric: Metric,
     threads: int = 2,
+    every: int = 1,
 ) -> list[str]:
-    """One ffmpeg that writes a per-frame log for every rendition (``log_path``)."""
+    """One ffmpeg that writes a per-frame log for every rendition (``log_path``); VMAF scores
+    every ``every``-th frame of the sample."""
     assert info.video is not None and renditions and windows
     video = info.video
     width, height = max(((r.width, r.height) for r in renditions), key=lambda size: size[0] * size[1])
@@ -134,9 +144,12 @@ def build_quality_command(
         for rate, branch in zip(rates, _split(shown, len(rates)), strict=True):
             users = [r for r in renditions if r.fps == rate]
             chain = (
-                # Scaled as the top rendition was: a BT.601 source is compared in BT.709.
-                scale_step(branch.filter("fps", f"{rate:g}"), width, height, picture).filter(
-                    "format", "yuv420p"
+                # Scaled and tagged as the top rendition was: a BT.601 source is compared in
+                # BT.709, and a side tagged unlike the other would be converted to match it.
+                tagged_bt709(
+                    scale_step(branch.filter("fps", f"{rate:g}"), width, height, picture).filter(
+                        "format", "yuv420p"
+                    )
                 )
             )
             references[rate].append(_split(chain, len(users)))
@@ -163,6 +176,7 @@ def build_quality_command(
             scored = ffmpeg_python.filter(
                 [main, reference], "libvmaf", model=VMAF_MODEL, log_fmt="json",
                 log_path=str(log_path(log_dir, rendition, "vmaf")), n_threads=threads,
+                n_subsample=every,
             )  # fmt: skip
             outputs.append(ffmpeg_python.output(scored, "-", f="null"))
             continue
@@ -228,6 +242,7 @@ def measure_quality(
     renditions: Sequence[Rendition],
     hls_dir: Path,
     *,
+    segment_seconds: float,
     timeout: float,
     memory_limit_bytes: int | None,
     should_stop: Callable[[], bool],
@@ -235,13 +250,15 @@ def measure_quality(
     """A receipt per rendition, in order; the logs go to a temporary folder of this process."""
     if not renditions or info.video is None:
         return []
-    windows = plan_windows(info.duration, min(r.fps for r in renditions))
+    lowest_fps = min(r.fps for r in renditions)
+    windows = plan_windows(info.duration, lowest_fps, segment_seconds)
     metric: Metric = "vmaf" if has_vmaf(ffmpeg) else "psnr_ssim"
     with tempfile.TemporaryDirectory(prefix="conveyor-quality-") as scratch:
         log_dir = Path(scratch)
         args = build_quality_command(
-            ffmpeg, source, info, picture, renditions, hls_dir, windows, log_dir, metric=metric
-        )
+            ffmpeg, source, info, picture, renditions, hls_dir, windows, log_dir, metric=metric,
+            every=subsample(lowest_fps, windows),
+        )  # fmt: skip
         run_ffmpeg(
             args,
             duration=0.0,

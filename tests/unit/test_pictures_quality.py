@@ -22,6 +22,7 @@ from services.quality import (
     plan_windows,
     read_psnr_ssim_logs,
     read_vmaf_log,
+    subsample,
 )
 from services.storage import rewrite_mpd
 
@@ -78,14 +79,22 @@ def test_the_picture_plan() -> None:
     assert not plan_picture(media(color_space="bt709", coded_height=576)).bt601
 
 
-def test_windows_are_spread_and_start_half_a_frame_before_a_frame() -> None:
-    windows = plan_windows(30.0, 30.0)
-    assert len(windows) == 3
-    assert [w.start * 30 + 0.5 for w in windows] == pytest.approx([135.0, 435.0, 735.0])
+def test_windows_start_half_a_frame_after_a_segment_boundary() -> None:
+    windows = plan_windows(30.0, 30.0, 4.0)
+    # Centred parts at 4.5, 14.5 and 24.5 s go back to the boundaries at 4, 12 and 24 s.
+    assert [w.start for w in windows] == pytest.approx([4 + 1 / 60, 12 + 1 / 60, 24 + 1 / 60])
     assert all(w.seconds == 1.0 for w in windows)
-    (short,) = plan_windows(0.5, 30.0)
+    (short,) = plan_windows(0.5, 30.0, 4.0)
     assert short == Window(0.0, 0.5)
-    assert len(plan_windows(12.0, 25.0)) == 1
+    (first_segment,) = plan_windows(3.0, 30.0, 4.0)
+    assert first_segment == Window(0.0, 1.0)
+    assert len(plan_windows(12.0, 25.0, 4.0)) == 1
+
+
+def test_about_ten_frames_a_window_are_scored() -> None:
+    assert subsample(30.0, plan_windows(30.0, 30.0, 4.0)) == 3
+    assert subsample(60.0, [Window(0.0, 1.0)]) == 6
+    assert subsample(5.0, [Window(0.0, 1.0)]) == 1
 
 
 def test_percentile() -> None:

@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from bench.transcode import Measure, measure
 from services.config import Settings
 from services.ffmpeg import Encoders, build_hls_command, run_ffmpeg
 from services.hls import encoders_for, picture_plan_for, storyboard_plan_for
@@ -56,28 +52,6 @@ SOURCES: dict[str, str] = {
     # Moving, rotating, and covered in fresh noise every frame: the encoder's worst case.
     "noisy": "testsrc2=size=1920x1080:rate=30,rotate=a=0.4*t:c=black,noise=alls=24:allf=t+u",
 }
-
-
-@dataclass(frozen=True)
-class Measure:
-    wall_seconds: float
-    cpu_seconds: float
-
-
-def _measured(commands: Sequence[Sequence[str]], duration: float, memory_limit: int) -> Measure:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    for args in commands:
-        run_ffmpeg(args, duration=duration, memory_limit_bytes=memory_limit)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return Measure(wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
-
-
-def measure(commands: Sequence[Sequence[str]], duration: float, memory_limit: int) -> Measure:
-    """Run ``commands`` in a fresh process, so its children's CPU time is theirs alone."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork")) as pool:
-        return pool.submit(_measured, commands, duration, memory_limit).result()
 
 
 def make_source(path: Path, picture: str, seconds: int) -> Path:

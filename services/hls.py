@@ -196,7 +196,7 @@ def _dash(
     return DASH_MANIFEST
 
 
-def _receipts(
+def quality_receipts(
     source: Path,
     out_dir: Path,
     info: MediaInfo,
@@ -309,7 +309,7 @@ def transcode_to_hls(
         stills = _stills(out_dir, storyboard, info.duration)
         receipts: list[dict[str, Any] | None] = [None] * len(renditions)
         if settings.quality_receipts and picture is not None:
-            receipts = _receipts(source, out_dir, info, picture, renditions, settings, should_stop)
+            receipts = quality_receipts(source, out_dir, info, picture, renditions, settings, should_stop)
         on_progress(100.0)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)

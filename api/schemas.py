@@ -31,7 +31,9 @@ class JobOptions(Strict):
         "hevc and av1 need fMP4 segments (the default when they are asked for).",
     )
     rate_control: RateControl | None = Field(
-        None, description="capped_crf (quality target under each rung's ceiling) or bitrate (fixed rates)."
+        None,
+        description="bitrate (fixed rates, the default) or capped_crf (a quality target under each "
+        "rung's ceiling).",
     )
     priority: Literal["high", "normal", "low"] | None = None
     webhook_url: str | None = Field(None, max_length=2048)

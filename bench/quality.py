@@ -29,7 +29,7 @@ from bench.transcode import Measure, measure
 from services.config import Settings
 from services.ffmpeg import Encoders, build_hls_command, run_ffmpeg
 from services.hls import encoders_for, picture_plan_for, storyboard_plan_for
-from services.ladder import RateControl, Rendition, plan_audio, plan_ladder
+from services.ladder import DEFAULT_RATE_CONTROL, RateControl, Rendition, plan_audio, plan_ladder
 from services.pictures import PicturePlan
 from services.probe import MediaInfo, probe
 from services.quality import Window, build_quality_command, plan_windows, read_vmaf_log, subsample
@@ -196,15 +196,15 @@ def compare_binaries(work: Path, seconds: int, repeat: int, settings: Settings) 
 def receipts_cost(
     work: Path, sources: dict[str, Path], settings: Settings, transcode_cpu: dict[str, dict[str, Measure]]
 ) -> bool:
-    print("\n## 3. Quality receipts against the transcode (default mode, capped CRF)")
+    print(f"\n## 3. Quality receipts against the transcode (default rate control, {DEFAULT_RATE_CONTROL})")
     print(f"{'source':<10}{'transcode cpu s':>17}{'receipts cpu s':>16}{'share':>8}")
     worst = 0.0
     for name, source in sources.items():
         info = probe(source)
         picture = picture_plan_for(source, info, settings)
         assert picture is not None
-        renditions = plan_ladder(info, rate_control="capped_crf")
-        out = work / f"{name}-capped_crf"
+        renditions = plan_ladder(info, rate_control=DEFAULT_RATE_CONTROL)
+        out = work / f"{name}-{DEFAULT_RATE_CONTROL}"
         logs = work / f"{name}-receipt-logs"
         logs.mkdir(exist_ok=True)
         lowest = min(r.fps for r in renditions)
@@ -214,7 +214,7 @@ def receipts_cost(
             every=subsample(lowest, windows),
         )  # fmt: skip
         cost = measure([args], 0.0, settings.ffmpeg_memory_limit_bytes)
-        transcode = transcode_cpu[name]["capped_crf"]
+        transcode = transcode_cpu[name][DEFAULT_RATE_CONTROL]
         share = cost.cpu_seconds / transcode.cpu_seconds
         worst = max(worst, share)
         print(f"{name:<10}{transcode.cpu_seconds:>17.2f}{cost.cpu_seconds:>16.2f}{share:>8.3f}")

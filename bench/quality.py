@@ -32,7 +32,7 @@ from services.hls import encoders_for, picture_plan_for, storyboard_plan_for
 from services.ladder import DEFAULT_RATE_CONTROL, RateControl, Rendition, plan_audio, plan_ladder
 from services.pictures import PicturePlan
 from services.probe import MediaInfo, probe
-from services.quality import Window, build_quality_command, plan_windows, read_vmaf_log, subsample
+from services.quality import Cut, Window, build_quality_command, plan_windows, read_vmaf_log, segment_cuts
 
 BYTES_SAVED_TARGET = 0.20
 P5_LOSS_LIMIT = 1.0
@@ -107,8 +107,10 @@ def vmaf_scores(
 ) -> list[dict[str, Any]]:
     logs = out / "vmaf"
     logs.mkdir(exist_ok=True)
+    # The whole clip: read through each rendition's playlist from its start.
+    cuts = [[Cut(out / r.name / "index.m3u8", 0.0) for _ in windows] for r in renditions]
     args = build_quality_command(
-        settings.ffmpeg_path, source, info, picture, renditions, out, windows, logs, metric="vmaf"
+        settings.ffmpeg_path, source, info, picture, renditions, cuts, windows, logs, metric="vmaf"
     )
     run_ffmpeg(args, duration=0.0, memory_limit_bytes=settings.ffmpeg_memory_limit_bytes)
     return [read_vmaf_log((logs / f"{r.name}.vmaf.log").read_text()) for r in renditions]
@@ -209,10 +211,10 @@ def receipts_cost(
         logs.mkdir(exist_ok=True)
         lowest = min(r.fps for r in renditions)
         windows = plan_windows(info.duration, lowest, settings.segment_seconds)
+        cuts = [segment_cuts(out / r.name, windows, logs) for r in renditions]
         args = build_quality_command(
-            settings.ffmpeg_path, source, info, picture, renditions, out, windows, logs, metric="vmaf",
-            every=subsample(lowest, windows),
-        )  # fmt: skip
+            settings.ffmpeg_path, source, info, picture, renditions, cuts, windows, logs, metric="vmaf"
+        )
         cost = measure([args], 0.0, settings.ffmpeg_memory_limit_bytes)
         transcode = transcode_cpu[name][DEFAULT_RATE_CONTROL]
         share = cost.cpu_seconds / transcode.cpu_seconds

@@ -26,19 +26,20 @@ import ffmpeg as ffmpeg_python
 from services.ffmpeg import run_ffmpeg
 from services.ladder import Rendition
 from services.pictures import PicturePlan, picture_steps, scale_step, tagged_bt709
-from services.playlists import MEDIA_PLAYLIST
+from services.playlists import MEDIA_PLAYLIST, MediaPlaylist, parse_media_playlist
 from services.probe import MediaInfo
 
 Metric = Literal["vmaf", "psnr_ssim"]
 VMAF_MODEL = "version=vmaf_v0.6.1"
-# Three one-second windows (one for a clip under WINDOW_SPACING_SECONDS x 3): enough frames
-# for a 5th percentile that means something, at a cost bench/quality.py keeps under 15% of
-# the transcode's CPU time.
+# One one-second window per WINDOW_SPACING_SECONDS of video, at most three: a thin sample, but
+# each costs about a second of CPU (the source decoded from its keyframe before the window,
+# every rendition scaled to the top size, VMAF on a few 1080p frames), and the receipts must
+# stay under 15% of the transcode's CPU time (bench/quality.py).
 MAX_WINDOWS = 3
 WINDOW_SECONDS = 1.0
-WINDOW_SPACING_SECONDS = 10.0
+WINDOW_SPACING_SECONDS = 20.0
 PERCENTILE = 5
-SCORED_FRAMES_PER_WINDOW = 10
+SCORED_FRAMES_PER_WINDOW = 5
 _PSNR_LINE = re.compile(r"psnr_avg:(\S+)")
 _SSIM_LINE = re.compile(r"All:(\S+)")
 
@@ -49,29 +50,46 @@ class Window:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Cut:
+    """Where a rendition's part of a window is read: a file, and how far into it."""
+
+    path: Path  # one segment (MPEG-TS), an fMP4 segment joined to its init section, or a playlist
+    start: float
+
+
 def plan_windows(duration: float, fps: float, segment_seconds: float) -> list[Window]:
-    """Windows in equal parts of the video, each starting on a segment boundary (where every
+    """Windows at the start of equal parts of the video, each inside one segment, from its start (where every
     rendition has a keyframe, so nothing is decoded only to be skipped) plus half a frame at
     the lowest rendition rate ``fps``, so source and renditions cut on the same frame."""
     if duration <= 0:
         return []
-    seconds = min(WINDOW_SECONDS, duration)
+    frame = 1.0 / fps if fps > 0 else 0.0
+    seconds = min(WINDOW_SECONDS, duration, max(frame, segment_seconds - frame))
     count = max(1, min(MAX_WINDOWS, int(duration // WINDOW_SPACING_SECONDS)))
-    half_frame = 0.5 / fps if fps > 0 else 0.0
+    half_frame = frame / 2
     windows = []
     for part in range(count):
-        wanted = max(0.0, duration * (part + 0.5) / count - seconds / 2)
+        # The first window at the very start: the source's first keyframe is there, so the
+        # source, the costliest decode, is not decoded from an earlier keyframe only to reach it.
+        wanted = duration * part / count
         boundary = segment_seconds * math.floor(wanted / segment_seconds) if segment_seconds > 0 else 0.0
         start = boundary + half_frame if boundary > 0 else 0.0
         windows.append(Window(round(min(start, max(0.0, duration - seconds)), 6), seconds))
     return list(dict.fromkeys(windows))
 
 
-def subsample(fps: float, windows: Sequence[Window]) -> int:
-    """Score every n-th frame, about SCORED_FRAMES_PER_WINDOW per window: VMAF costs about as
-    much per frame as decoding and scaling it for every rendition together."""
-    frames = max(1.0, fps * sum(w.seconds for w in windows))
-    return max(1, round(frames / (SCORED_FRAMES_PER_WINDOW * max(1, len(windows)))))
+def subsample(fps: float, window: Window) -> int:
+    """Score every n-th frame of a window, about SCORED_FRAMES_PER_WINDOW of them: a 1080p
+    frame costs VMAF about 40 ms of CPU, which only a sample this thin keeps under 15% of the
+    transcode (bench/quality.py). The others are decoded (seeking lands on keyframes) but
+    neither scaled nor scored."""
+    return max(1, round(fps * window.seconds / SCORED_FRAMES_PER_WINDOW))
+
+
+def _every(stream: Any, step: int) -> Any:
+    # Frame numbers count from the window's cut on both sides, so both keep the same frames.
+    return stream if step == 1 else stream.filter("select", f"not(mod(n,{step}))")
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -105,6 +123,16 @@ def _cut(start: float, seconds: float) -> dict[str, str]:
     return cut
 
 
+def locate(playlist: MediaPlaylist, window: Window) -> tuple[int, float]:
+    """The segment holding the window's start, and how far into it the window starts."""
+    start = 0.0
+    for index, segment in enumerate(playlist.segments):
+        if window.start < start + segment.duration or index == len(playlist.segments) - 1:
+            return index, max(0.0, window.start - start)
+        start += segment.duration
+    raise ValueError("an empty media playlist")
+
+
 def log_path(log_dir: Path, rendition: Rendition, metric: str) -> Path:
     return log_dir / f"{rendition.name}.{metric}.log"
 
@@ -115,16 +143,16 @@ def build_quality_command(
     info: MediaInfo,
     picture: PicturePlan,
     renditions: Sequence[Rendition],
-    hls_dir: Path,
+    cuts: Sequence[Sequence[Cut]],
     windows: Sequence[Window],
     log_dir: Path,
     *,
     metric: Metric,
     threads: int = 2,
-    every: int = 1,
 ) -> list[str]:
-    """One ffmpeg that writes a per-frame log for every rendition (``log_path``); VMAF scores
-    every ``every``-th frame of the sample."""
+    """One ffmpeg that writes a per-frame log for every rendition (``log_path``), scoring
+    every ``subsample``-th frame of each window; ``cuts[i][w]`` is where rendition i's part
+    of window w is read."""
     assert info.video is not None and renditions and windows
     video = info.video
     width, height = max(((r.width, r.height) for r in renditions), key=lambda size: size[0] * size[1])
@@ -133,7 +161,7 @@ def build_quality_command(
     rates = sorted({r.fps for r in renditions})
     references: dict[float, list[list[Any]]] = {rate: [] for rate in rates}
     distorted: list[list[Any]] = [[] for _ in renditions]
-    for window in windows:
+    for w, window in enumerate(windows):
         shown = ffmpeg_python.input(
             str(source),
             f=info.demuxer,
@@ -147,20 +175,22 @@ def build_quality_command(
                 # Scaled and tagged as the top rendition was: a BT.601 source is compared in
                 # BT.709, and a side tagged unlike the other would be converted to match it.
                 tagged_bt709(
-                    scale_step(branch.filter("fps", f"{rate:g}"), width, height, picture).filter(
-                        "format", "yuv420p"
-                    )
+                    scale_step(
+                        _every(branch.filter("fps", f"{rate:g}"), subsample(rate, window)),
+                        width,
+                        height,
+                        picture,
+                    ).filter("format", "yuv420p")
                 )
             )
             references[rate].append(_split(chain, len(users)))
         for i, rendition in enumerate(renditions):
+            cut = cuts[i][w]
             played = ffmpeg_python.input(
-                str(hls_dir / rendition.name / MEDIA_PLAYLIST),
-                protocol_whitelist="file",
-                **_cut(window.start, window.seconds),
+                str(cut.path), protocol_whitelist="file", **_cut(cut.start, window.seconds)
             )["v:0"]
             distorted[i].append(
-                played.filter("setpts", "PTS-STARTPTS")
+                _every(played.filter("setpts", "PTS-STARTPTS"), subsample(rendition.fps, window))
                 .filter("scale", width, height, flags="bicubic")
                 .filter("setsar", 1)
                 .filter("format", "yuv420p")
@@ -176,7 +206,6 @@ def build_quality_command(
             scored = ffmpeg_python.filter(
                 [main, reference], "libvmaf", model=VMAF_MODEL, log_fmt="json",
                 log_path=str(log_path(log_dir, rendition, "vmaf")), n_threads=threads,
-                n_subsample=every,
             )  # fmt: skip
             outputs.append(ffmpeg_python.output(scored, "-", f="null"))
             continue
@@ -234,6 +263,25 @@ def has_vmaf(ffmpeg: str) -> bool:
     return any(line.split()[1:2] == ["libvmaf"] for line in listing.splitlines() if line.strip())
 
 
+def segment_cuts(media_dir: Path, windows: Sequence[Window], scratch: Path) -> list[Cut]:
+    """Each window read from the one segment that holds it: ffmpeg's HLS demuxer, asked to
+    seek, decodes the whole segment before too. An fMP4 segment is joined to its init section
+    in ``scratch`` (a fragmented MP4 that plays alone)."""
+    playlist_text = (media_dir / MEDIA_PLAYLIST).read_text()
+    playlist = parse_media_playlist(playlist_text)
+    init = re.search(r'#EXT-X-MAP:URI="([^"]+)"', playlist_text)
+    cuts = []
+    for window in windows:
+        index, offset = locate(playlist, window)
+        segment = media_dir / playlist.segments[index].uri
+        if init is not None:
+            joined = scratch / f"{media_dir.name}-{index}.mp4"
+            joined.write_bytes((media_dir / init[1]).read_bytes() + segment.read_bytes())
+            segment = joined
+        cuts.append(Cut(segment, offset))
+    return cuts
+
+
 def measure_quality(
     ffmpeg: str,
     source: Path,
@@ -255,10 +303,10 @@ def measure_quality(
     metric: Metric = "vmaf" if has_vmaf(ffmpeg) else "psnr_ssim"
     with tempfile.TemporaryDirectory(prefix="conveyor-quality-") as scratch:
         log_dir = Path(scratch)
+        cuts = [segment_cuts(hls_dir / r.name, windows, log_dir) for r in renditions]
         args = build_quality_command(
-            ffmpeg, source, info, picture, renditions, hls_dir, windows, log_dir, metric=metric,
-            every=subsample(lowest_fps, windows),
-        )  # fmt: skip
+            ffmpeg, source, info, picture, renditions, cuts, windows, log_dir, metric=metric
+        )
         run_ffmpeg(
             args,
             duration=0.0,

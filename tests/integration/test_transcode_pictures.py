@@ -301,8 +301,9 @@ def test_sixty_fps_gets_about_one_and_a_half_times_the_bits_of_thirty(tmp_path: 
 def test_hevc_and_av1_renditions_with_dash_beside_hls(tmp_path: Path) -> None:
     source = two_languages(tmp_path / "clip.mkv", seconds=1.0)
     output = transcode(
-        source, tmp_path / "hls", ["240p"], video_codecs=("h264", "hevc", "av1"), segment_format="fmp4"
-    )
+        source, tmp_path / "hls", ["240p"], video_codecs=("h264", "hevc", "av1"), segment_format="fmp4",
+        receipts=True,
+    )  # fmt: skip
     assert [r["name"] for r in output["renditions"]] == ["240p", "240p-hevc", "240p-av1"]
     codecs = {p.uri.split("/")[0]: p.stream_info.codecs for p in master(tmp_path / "hls").playlists}
     assert codecs["240p"].startswith("avc1.64") and codecs["240p-hevc"].startswith("hvc1.1.6.L")
@@ -310,6 +311,10 @@ def test_hevc_and_av1_renditions_with_dash_beside_hls(tmp_path: Path) -> None:
     hevc = video_of(tmp_path / "hls" / "240p-hevc" / "index.m3u8")
     assert (hevc["codec_name"], hevc["codec_tag_string"]) == ("hevc", "hvc1")
     assert video_of(tmp_path / "hls" / "240p-av1" / "index.m3u8")["codec_name"] == "av1"
+    # Receipts read fMP4 segments joined to their init section: every codec is measured.
+    assert all(
+        r["quality"]["metric"] == "vmaf" and r["quality"]["vmaf_mean"] > 30 for r in output["renditions"]
+    )
     assert output["dash"] == "manifest.mpd"
     root = ET.parse(tmp_path / "hls" / "manifest.mpd").getroot()
     ns = "{urn:mpeg:dash:schema:mpd:2011}"
@@ -336,7 +341,7 @@ def test_quality_receipts_rank_the_renditions(tmp_path: Path) -> None:
     for receipt in (low, high):
         assert receipt["metric"] == "vmaf" and receipt["model"] == "vmaf_v0.6.1"
         assert 0 < receipt["vmaf_p5"] <= receipt["vmaf_mean"] <= 100
-        assert receipt["frames"] == 30
+        assert receipt["frames"] == 5  # every 6th frame of a one-second window at 30 fps
     assert high["vmaf_mean"] > low["vmaf_mean"] + 10
 
 

@@ -16,8 +16,10 @@ from services.pictures import PicturePlan, build_idet_command, interlaced_by_ide
 from services.playlists import Bitrates, MediaPlaylist, Segment
 from services.probe import AudioStream, MediaInfo, VideoStream
 from services.quality import (
+    Cut,
     Window,
     build_quality_command,
+    locate,
     percentile,
     plan_windows,
     read_psnr_ssim_logs,
@@ -79,22 +81,31 @@ def test_the_picture_plan() -> None:
     assert not plan_picture(media(color_space="bt709", coded_height=576)).bt601
 
 
-def test_windows_start_half_a_frame_after_a_segment_boundary() -> None:
-    windows = plan_windows(30.0, 30.0, 4.0)
-    # Centred parts at 4.5, 14.5 and 24.5 s go back to the boundaries at 4, 12 and 24 s.
-    assert [w.start for w in windows] == pytest.approx([4 + 1 / 60, 12 + 1 / 60, 24 + 1 / 60])
+def test_windows_start_half_a_frame_after_a_segment_boundary_inside_one_segment() -> None:
+    windows = plan_windows(60.0, 30.0, 4.0)
+    # Parts start at 0, 20 and 40 s: the first at the very start, the others half a frame in.
+    assert [w.start for w in windows] == pytest.approx([0.0, 20 + 1 / 60, 40 + 1 / 60])
     assert all(w.seconds == 1.0 for w in windows)
+    assert len(plan_windows(30.0, 30.0, 4.0)) == 1
     (short,) = plan_windows(0.5, 30.0, 4.0)
     assert short == Window(0.0, 0.5)
-    (first_segment,) = plan_windows(3.0, 30.0, 4.0)
-    assert first_segment == Window(0.0, 1.0)
-    assert len(plan_windows(12.0, 25.0, 4.0)) == 1
+    # One-second segments: the window ends before the next segment starts.
+    (tight,) = plan_windows(10.0, 30.0, 1.0)
+    assert tight.seconds == pytest.approx(1.0 - 1 / 30)
 
 
-def test_about_ten_frames_a_window_are_scored() -> None:
-    assert subsample(30.0, plan_windows(30.0, 30.0, 4.0)) == 3
-    assert subsample(60.0, [Window(0.0, 1.0)]) == 6
-    assert subsample(5.0, [Window(0.0, 1.0)]) == 1
+def test_a_window_is_read_from_the_segment_that_holds_it() -> None:
+    playlist = MediaPlaylist(4.0, [Segment("a.ts", 4.0), Segment("b.ts", 4.0), Segment("c.ts", 1.5)])
+    assert locate(playlist, Window(0.0, 1.0)) == (0, 0.0)
+    assert locate(playlist, Window(4 + 1 / 60, 1.0)) == (1, pytest.approx(1 / 60))
+    assert locate(playlist, Window(8.5, 1.0)) == (2, pytest.approx(0.5))
+    assert locate(playlist, Window(20.0, 1.0)) == (2, pytest.approx(12.0))  # past the end: the last
+
+
+def test_about_five_frames_a_window_are_scored() -> None:
+    assert subsample(30.0, Window(4.0, 1.0)) == 6
+    assert subsample(60.0, Window(0.0, 1.0)) == 12
+    assert subsample(5.0, Window(0.0, 1.0)) == 1
 
 
 def test_percentile() -> None:
@@ -108,26 +119,30 @@ def test_quality_command_aligns_source_and_renditions() -> None:
     info = replace(media(start_time=0.08), start_time=0.0)
     renditions = plan_ladder(info, ["240p", "1080p"])
     windows = [Window(4.98, 1.0)]
+    cuts = [[Cut(Path(f"/hls/{r.name}/seg_00001.ts"), 0.98)] for r in renditions]
     args = build_quality_command(
-        "/opt/ffmpeg", SOURCE, info, PicturePlan(True, None, False), renditions, Path("/hls"), windows,
+        "/opt/ffmpeg", SOURCE, info, PicturePlan(True, None, False), renditions, cuts, windows,
         Path("/logs"), metric="vmaf",
     )  # fmt: skip
     names = [args[i + 1] for i, a in enumerate(args) if a == "-i"]
-    assert sorted(names) == sorted([str(SOURCE), "/hls/240p/index.m3u8", "/hls/1080p/index.m3u8"])
-    source, played = args.index(str(SOURCE)) - 1, args.index("/hls/240p/index.m3u8") - 1
+    assert sorted(names) == sorted([str(SOURCE), "/hls/240p/seg_00001.ts", "/hls/1080p/seg_00001.ts"])
+    source, played = args.index(str(SOURCE)) - 1, args.index("/hls/240p/seg_00001.ts") - 1
     # The source is cut where the renditions' clock says, plus where its picture starts.
     assert args[source - 8 : source] == [
         "-f", "matroska", "-protocol_whitelist", "file", "-ss", "5.060000", "-t", "1.000000",
     ]  # fmt: skip
-    assert args[played - 6 : played] == ["-protocol_whitelist", "file", "-ss", "4.980000", "-t", "1.000000"]
+    # Each rendition from the one segment holding the window, as far into it as the window starts.
+    assert args[played - 6 : played] == ["-protocol_whitelist", "file", "-ss", "0.980000", "-t", "1.000000"]
     graph = args[args.index("-filter_complex") + 1]
     # Judged against the picture as the renditions show it (here: deinterlaced).
     assert f"[{names.index(str(SOURCE))}:0]bwdif=" in graph
     assert graph.count("libvmaf=") == 2
+    # Every 5th frame (25 fps, one second) is scaled and scored, on the reference and both renditions.
+    assert graph.count("select=not(mod(n\\,5))") == 3
     assert "log_path=/logs/240p.vmaf.log" in graph and "model=version\\\\=vmaf_v0.6.1" in graph
     assert graph.count("scale=1920:1080") == 3  # the reference and both renditions at the top size
     psnr = build_quality_command(
-        "ffmpeg", SOURCE, info, PicturePlan(False, None, False), renditions, Path("/hls"), windows,
+        "ffmpeg", SOURCE, info, PicturePlan(False, None, False), renditions, cuts, windows,
         Path("/logs"), metric="psnr_ssim",
     )  # fmt: skip
     graph = psnr[psnr.index("-filter_complex") + 1]

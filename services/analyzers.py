@@ -34,7 +34,9 @@ class AnalysisInputs:
 
 def smallest_picture(hls_dir: Path, renditions: Sequence[dict[str, Any]]) -> Path | None:
     """The media playlist of the smallest rendition with a picture; None for sound only."""
+    # H.264 where there is a choice: every ffmpeg decodes it fastest.
     pictures = [rendition for rendition in renditions if rendition["width"] > 0]
+    pictures = [r for r in pictures if r.get("codec", "h264") == "h264"] or pictures
     if not pictures:
         return None
     smallest = min(pictures, key=lambda rendition: rendition["width"] * rendition["height"])

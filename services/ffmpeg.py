@@ -74,7 +74,8 @@ def _fps_step(stream: Any, rendition: Rendition, input_fps: float, variable: boo
     return stream
 
 
-def _split(stream: Any, count: int) -> list[Any]:
+def split_stream(stream: Any, count: int) -> list[Any]:
+    """``count`` copies of a filter graph stream (ffmpeg-python wants an explicit split)."""
     if count == 1:
         return [stream]
     node = stream.filter_multi_output("split", count)
@@ -98,7 +99,7 @@ def _video_streams(
     shown = picture_steps(source[str(video.index)], picture)
     poster = sprite = None
     if storyboard is not None:
-        shown, poster, sprite = _split(shown, 3)
+        shown, poster, sprite = split_stream(shown, 3)
     sizes = list(
         dict.fromkeys((r.width, r.height, r.fps) for r in sorted(renditions, key=_size, reverse=True))
     )
@@ -111,12 +112,12 @@ def _video_streams(
         _fps_step(shown, top_rendition, video.fps, video.variable_frame_rate), *top[:2], picture
     )
     scaled = tagged_bt709(scaled.filter("format", "yuv420p"))
-    branches = _split(scaled, len(users[top]) + len(lower))
+    branches = split_stream(scaled, len(users[top]) + len(lower))
     streams: dict[int, Any] = dict(zip(users[top], branches, strict=False))
     for size, branch in zip(lower, branches[len(users[top]) :], strict=True):
         rendition = renditions[users[size][0]]
         chain = scale_step(_fps_step(branch, rendition, top_rendition.fps, False), *size[:2], None)
-        streams |= dict(zip(users[size], _split(chain, len(users[size])), strict=True))
+        streams |= dict(zip(users[size], split_stream(chain, len(users[size])), strict=True))
     if storyboard is not None:
         poster = poster_steps(poster, poster_time(info.duration), top[0], top[1])
         sprite = storyboard_steps(sprite, storyboard)

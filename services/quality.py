@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import ffmpeg as ffmpeg_python
 
-from services.ffmpeg import run_ffmpeg
+from services.ffmpeg import run_ffmpeg, split_stream
 from services.ladder import Rendition
 from services.pictures import PicturePlan, picture_steps, scale_step, tagged_bt709
 from services.playlists import MEDIA_PLAYLIST, MediaPlaylist, parse_media_playlist
@@ -107,13 +107,6 @@ def _concat(streams: list[Any]) -> Any:
     return streams[0] if len(streams) == 1 else ffmpeg_python.concat(*streams, v=1, a=0)
 
 
-def _split(stream: Any, count: int) -> list[Any]:
-    if count == 1:
-        return [stream]
-    node = stream.filter_multi_output("split", count)
-    return [node.stream(i) for i in range(count)]
-
-
 def _cut(start: float, seconds: float) -> dict[str, str]:
     # No -ss for a window at the very start: ffmpeg 5.1's HLS demuxer returns no frame at all
     # when asked to seek to within its first frames.
@@ -169,7 +162,7 @@ def build_quality_command(
             **_cut(window.start + offset, window.seconds),
         )[str(video.index)]
         shown = picture_steps(shown, picture).filter("setpts", "PTS-STARTPTS")
-        for rate, branch in zip(rates, _split(shown, len(rates)), strict=True):
+        for rate, branch in zip(rates, split_stream(shown, len(rates)), strict=True):
             users = [r for r in renditions if r.fps == rate]
             chain = (
                 # Scaled and tagged as the top rendition was: a BT.601 source is compared in
@@ -183,7 +176,7 @@ def build_quality_command(
                     ).filter("format", "yuv420p")
                 )
             )
-            references[rate].append(_split(chain, len(users)))
+            references[rate].append(split_stream(chain, len(users)))
         for i, rendition in enumerate(renditions):
             cut = cuts[i][w]
             played = ffmpeg_python.input(
@@ -209,8 +202,8 @@ def build_quality_command(
             )  # fmt: skip
             outputs.append(ffmpeg_python.output(scored, "-", f="null"))
             continue
-        main_psnr, main_ssim = _split(main, 2)
-        reference_psnr, reference_ssim = _split(reference, 2)
+        main_psnr, main_ssim = split_stream(main, 2)
+        reference_psnr, reference_ssim = split_stream(reference, 2)
         psnr = ffmpeg_python.filter(
             [main_psnr, reference_psnr], "psnr", stats_file=str(log_path(log_dir, rendition, "psnr"))
         )

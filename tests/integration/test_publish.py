@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import itertools
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
-from services.config import get_settings
-from services.storage import Delivery, ensure_bucket, make_s3_client, publish_tiers, publish_tree
+from services.config import Settings, get_settings
+from services.hls import transcode_to_hls
+from services.probe import probe
+from services.storage import Delivery, ensure_bucket, make_s3_client, publish_hls, publish_tiers, publish_tree
+from tests.media import make_multilingual_clip
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +82,35 @@ def test_a_tier_is_complete_before_the_next_one_starts(s3_server: str, tmp_path:
     assert stored["ContentType"] == "application/vnd.apple.mpegurl"
     lines = stored["Body"].read().decode().splitlines()
     assert next(line for line in lines if "seg_00000.ts" in line).startswith("http")
+
+
+def test_audio_subtitles_and_dash_are_published_and_signed(s3_server: str, tmp_path: Path) -> None:
+    source = make_multilingual_clip(tmp_path / "two.mkv", seconds=2.0, subtitle="Signed subtitles")
+    settings = Settings(segment_seconds=1, quality_receipts=False)
+    out = tmp_path / "hls"
+    transcoded = transcode_to_hls(
+        source, out, settings, info=probe(source), requested=["240p"], segment_format="fmp4",
+        on_progress=lambda _: None, should_stop=lambda: False,
+    )  # fmt: skip
+    client = make_s3_client(get_settings())
+    ensure_bucket(client, BUCKET)
+    delivery = Delivery(client=client, bucket=BUCKET, public_base_url=None, presign_seconds=600)
+    published = publish_hls(delivery, out, "jobs/dash", transcoded)
+
+    assert [(a["name"], a["language"]) for a in published["audio"]] == [("audio-0", "en"), ("audio-1", "fr")]
+    for track in published["audio"]:
+        assert "#EXTINF" in requests.get(track["url"], timeout=10).text
+    [subtitle] = published["subtitles"]
+    assert "Signed subtitles" in requests.get(subtitle["url"], timeout=10).text
+    manifest = requests.get(published["dash_url"], timeout=10)
+    assert manifest.headers["Content-Type"] == "application/dash+xml"
+    root = ET.fromstring(manifest.text)
+    urls = [
+        e.get("sourceURL") or e.get("media")
+        for e in root.iter()
+        if e.tag.endswith(("Initialization", "SegmentURL"))
+    ]
+    assert len(urls) >= 2 * 3  # an init section and segments for the video and both sound tracks
+    for url in urls:
+        assert url and "X-Amz-Signature=" in url
+        assert requests.get(url, timeout=10).status_code == 200

@@ -110,8 +110,9 @@ def vmaf_scores(
     # The whole clip: read through each rendition's playlist from its start.
     cuts = [[Cut(out / r.name / "index.m3u8", 0.0) for _ in windows] for r in renditions]
     args = build_quality_command(
-        settings.ffmpeg_path, source, info, picture, renditions, cuts, windows, logs, metric="vmaf"
-    )
+        settings.ffmpeg_path, source, info, picture, renditions, cuts, windows, logs, metric="vmaf",
+        every_frame=True,
+    )  # fmt: skip
     run_ffmpeg(args, duration=0.0, memory_limit_bytes=settings.ffmpeg_memory_limit_bytes)
     return [read_vmaf_log((logs / f"{r.name}.vmaf.log").read_text()) for r in renditions]
 

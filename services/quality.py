@@ -142,10 +142,15 @@ def build_quality_command(
     *,
     metric: Metric,
     threads: int = 2,
+    every_frame: bool = False,
 ) -> list[str]:
     """One ffmpeg that writes a per-frame log for every rendition (``log_path``), scoring
-    every ``subsample``-th frame of each window; ``cuts[i][w]`` is where rendition i's part
-    of window w is read."""
+    every ``subsample``-th frame of each window (each frame with ``every_frame``, for a bench
+    that wants the whole clip); ``cuts[i][w]`` is where rendition i's part of window w is read."""
+
+    def step(fps: float, window: Window) -> int:
+        return 1 if every_frame else subsample(fps, window)
+
     assert info.video is not None and renditions and windows
     video = info.video
     width, height = max(((r.width, r.height) for r in renditions), key=lambda size: size[0] * size[1])
@@ -169,7 +174,7 @@ def build_quality_command(
                 # BT.709, and a side tagged unlike the other would be converted to match it.
                 tagged_bt709(
                     scale_step(
-                        _every(branch.filter("fps", f"{rate:g}"), subsample(rate, window)),
+                        _every(branch.filter("fps", f"{rate:g}"), step(rate, window)),
                         width,
                         height,
                         picture,
@@ -183,7 +188,7 @@ def build_quality_command(
                 str(cut.path), protocol_whitelist="file", **_cut(cut.start, window.seconds)
             )["v:0"]
             distorted[i].append(
-                _every(played.filter("setpts", "PTS-STARTPTS"), subsample(rendition.fps, window))
+                _every(played.filter("setpts", "PTS-STARTPTS"), step(rendition.fps, window))
                 .filter("scale", width, height, flags="bicubic")
                 .filter("setsar", 1)
                 .filter("format", "yuv420p")

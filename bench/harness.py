@@ -75,16 +75,10 @@ def free_port() -> int:
 
 
 def idle_redis_db() -> int:
-    """A Redis database number nobody is using: not 0 (`make run`'s), not one a live pytest
-    session took (tests/conftest.py uses 1 + pid % 15), and holding nothing but the exchange
-    bindings kombu leaves behind (no queued or unacknowledged message, no rate-limit count)."""
-    taken = {0}
-    for process in psutil.process_iter(["cmdline"]):
-        if any("pytest" in part for part in process.info["cmdline"] or ()):
-            taken.add(1 + process.pid % 15)
+    """A Redis database number nobody is using: not 0 (`make run`'s), and holding nothing but the
+    exchange bindings kombu leaves behind (no queued or unacknowledged message, no rate-limit
+    count, no live test session's mark: tests/conftest.py records its pid in its database)."""
     for number in range(15, 0, -1):
-        if number in taken:
-            continue
         keys = redis.Redis(db=number).scan_iter(count=1000)
         if all(key.startswith(b"_kombu.binding") for key in keys):
             return number

@@ -96,14 +96,17 @@ def _port_is_free(port: int) -> bool:
 
 def free_s3_port(start_offset: int = 2000, step: int = 100, attempts: int = 200) -> int:
     """An S3 port whose whole set of weed ports (see `weed_ports`) is free right now and never
-    overlaps weed's default ports, so a default server started later cannot collide with it."""
+    overlaps weed's default ports, so a default server started later cannot collide with it.
+    The search starts at a place the process id gives: two test sessions starting together
+    would otherwise both find the first free set before either started its server."""
     defaults = set(_DEFAULT_PORTS.values())
-    for n in range(attempts):
+    first = os.getpid() % attempts
+    for n in (*range(first, attempts), *range(first)):
         s3_port = DEFAULT_S3_PORT + start_offset + n * step
         try:
             ports = set(weed_ports(s3_port).values())
         except ValueError:
-            break
+            continue
         if not ports & defaults and all(_port_is_free(port) for port in ports):
             return s3_port
     raise S3ServerError("no free set of ports for weed mini")

@@ -64,6 +64,8 @@ def analyze_job(
             inputs.info,
             pictures=smallest_picture(inputs.hls_dir, inputs.renditions),
             timeout=settings.time_limits("analyze")[0],
+            should_stop=should_stop,
+            memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
         )
         return {"analysis": analysis, "captions": []}
     if backend == "gemini":

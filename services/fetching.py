@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
 import urllib3
 from urllib3.exceptions import HTTPError
 
-from services.errors import FetchFailed, TooLarge
+from services.errors import Canceled, FetchFailed, TooLarge
 from services.netguard import open_guarded, redact_url
+from services.stopping import StopSignal
 
 CHUNK_BYTES = 1024 * 1024
 USER_AGENT = "Conveyor-Fetch/1"
@@ -36,11 +38,26 @@ def _declared_length(response: urllib3.BaseHTTPResponse) -> int | None:
         return None
 
 
-def _stream_to(response: urllib3.BaseHTTPResponse, part: Path, *, max_bytes: int, url: str) -> int:
+def _cut(response: urllib3.BaseHTTPResponse) -> None:
+    """Shut the response's socket down from another thread: a read blocked on a slow server
+    returns at once (closing a file descriptor would not wake it). The socket is reached
+    through a duplicate of its descriptor, which shutdown(2) acts on all the same."""
+    with (
+        contextlib.suppress(OSError, ValueError),
+        socket.fromfd(response.fileno(), socket.AF_INET, socket.SOCK_STREAM) as duplicate,
+    ):
+        duplicate.shutdown(socket.SHUT_RDWR)
+
+
+def _stream_to(
+    response: urllib3.BaseHTTPResponse, part: Path, *, max_bytes: int, url: str, stop: StopSignal | None
+) -> int:
     written = 0
     with part.open("wb") as out:
         # Counting what is written (decoded) also caps a compressed body that expands.
         for chunk in response.stream(CHUNK_BYTES, decode_content=True):
+            if stop is not None and stop():
+                break
             written += len(chunk)
             if written > max_bytes:
                 raise TooLarge(f"{redact_url(url)} sent more than {max_bytes} bytes.")
@@ -56,11 +73,13 @@ def fetch_url(
     connect_timeout: float,
     read_timeout: float,
     allow_cidrs: Sequence[str] = (),
+    stop: StopSignal | None = None,
 ) -> int:
     """Stream ``url`` into ``dest`` and return the number of bytes written.
 
     The body lands in ``dest.part`` first and is renamed when complete, so a worker killed
-    mid-download never leaves a ``dest`` that looks finished to a retried stage.
+    mid-download never leaves a ``dest`` that looks finished to a retried stage. When ``stop``
+    is set the download ends at once, even inside a read a slow server holds open.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -78,9 +97,12 @@ def fetch_url(
         if declared is not None and declared > max_bytes:
             raise TooLarge(f"{redact_url(url)} is {declared} bytes; the limit is {max_bytes}.")
         try:
-            written = _stream_to(response, part, max_bytes=max_bytes, url=url)
+            with stop.aborting(lambda: _cut(response)) if stop else contextlib.nullcontext():
+                written = _stream_to(response, part, max_bytes=max_bytes, url=url, stop=stop)
         except HTTPError as exc:
             raise FetchFailed(f"Reading {redact_url(url)} failed ({type(exc).__name__}).") from exc
+        if stop is not None and stop():
+            raise Canceled(f"The download of {redact_url(url)} was stopped.")
         os.replace(part, dest)
         return written
     except BaseException:

@@ -117,16 +117,16 @@ def video_bytes(operation: types.GenerateVideosOperation) -> bytes:
 def generate_source(
     request: dict[str, Any],
     dest: Path,
+    state: Path,
     settings: Settings,
     *,
     on_progress: Callable[[float], None],
     should_stop: Callable[[], bool],
 ) -> Path:
-    """Generate the video for request ({"prompt", "model"?, "duration_seconds"?}) into dest."""
-    if dest.exists():
-        return dest  # written by an earlier attempt whose success was never recorded
+    """Generate the video for request ({"prompt", "model"?, "duration_seconds"?}) into dest;
+    `state` keeps the operation's name, so a later attempt resumes it instead of paying again."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    state = dest.with_name(dest.name + ".operation.json")
+    state.parent.mkdir(parents=True, exist_ok=True)
     client = vertex_client(settings)
     try:
         operation = start_or_resume(client, request, state, settings)

@@ -14,6 +14,7 @@ from services.fetching import fetch_url
 from services.generation import generate_source
 from services.probe import MediaInfo, probe, probe_limits
 from services.s3source import fetch_s3_object
+from services.stopping import StopSignal
 from services.storage import make_s3_client
 from services.workspace import Workspace
 
@@ -24,13 +25,15 @@ def ingest_source(
     workspace: Workspace,
     settings: Settings,
     *,
+    attempt: int,
     on_progress: Callable[[float], None],
-    should_stop: Callable[[], bool],
+    stop: StopSignal,
 ) -> Path:
-    """The local path of the job's source, fetching or generating it first when it is remote."""
+    """The local path of the job's source, fetching or generating it first (into this attempt's
+    own folder) when it is remote."""
     if "upload" in source:
         return workspace.resolve(source["upload"]["path"])
-    dest = workspace.source_dir(job_id) / "original"
+    dest = workspace.stage_dir(job_id, "fetch", attempt) / "original"
     if "url" in source:
         fetch_url(
             source["url"],
@@ -39,6 +42,7 @@ def ingest_source(
             connect_timeout=settings.fetch_connect_timeout,
             read_timeout=settings.fetch_read_timeout,
             allow_cidrs=settings.ssrf_allow_cidrs,
+            stop=stop,
         )
         return dest
     if "s3" in source:
@@ -50,11 +54,14 @@ def ingest_source(
             allowed_buckets=settings.s3_source_buckets,
             max_bytes=settings.max_upload_bytes,
             on_progress=on_progress,
+            should_stop=stop,
         )
         return dest
     if "generate" in source:
+        # What resumes a paid generation is the job's, not one attempt's.
+        state = workspace.source_dir(job_id) / "generation.operation.json"
         return generate_source(
-            source["generate"], dest, settings, on_progress=on_progress, should_stop=should_stop
+            source["generate"], dest, state, settings, on_progress=on_progress, should_stop=stop
         )
     raise InvalidMedia(f"Unsupported source: {sorted(source)}")
 

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from models import STAGE_NAMES, Job, JobStage
 from services.config import Settings
+from services.contract import Dispatch, record_event
 from services.errors import ConveyorError
-from services.stages import record_event
 from services.storage import make_s3_client
 
 ENDED_JOB_STATUSES = ("succeeded", "failed", "canceled")
@@ -116,21 +116,25 @@ def retry_needs_workspace(job: Job) -> bool:
     return "upload" in job.source or restart_stage(job) != WORK_STAGES[0]
 
 
-def retry_job(session: Session, job_id: uuid.UUID) -> str:
+def retry_job(session: Session, job_id: uuid.UUID) -> Dispatch:
     """Re-queue a failed job from its first unfinished stage, keeping what earlier stages
     produced (their rows stay succeeded, their files stay in the workspace). Returns the
-    stage to dispatch from; the caller commits, then dispatches."""
+    message to send once the caller has committed."""
     job = session.get(Job, job_id, with_for_update=True)
     if job is None:
         raise ConveyorError(f"No job {job_id}.", code="not_found")
     if job.status != "failed":
         raise ConveyorError(f"Only failed jobs can be retried; this one is {job.status}.", code="conflict")
     restart = restart_stage(job)
+    message_id = uuid.uuid4()
     for stage in job.stages[STAGE_NAMES.index(restart) :]:
         stage.status = "queued" if stage.name == restart else "pending"
         stage.available_at = func.now() if stage.name == restart else None
-        # A fresh set of attempts: the operator decided the cause is gone.
-        stage.attempts = 0
+        stage.message_id = message_id if stage.name == restart else None
+        stage.sent_at = None
+        # A fresh set of attempts (the operator decided the cause is gone), while the attempt
+        # numbers go on: each stays the fencing token and the folder of one attempt only.
+        stage.attempt_floor = stage.attempts
         stage.progress = 0.0
         stage.worker = stage.lease_until = stage.started_at = stage.finished_at = None
         stage.error_code = stage.error_message = None
@@ -142,7 +146,7 @@ def retry_job(session: Session, job_id: uuid.UUID) -> str:
     job.cancel_requested = False
     job.updated_at = func.now()
     record_event(session, job.id, "job.retried", restart, status=job.status)
-    return restart
+    return Dispatch(job.id, restart, str(job.options.get("priority", "normal")), message_id)
 
 
 def jobs_to_clean(session: Session, *, status: str, older_than_seconds: int, limit: int) -> list[uuid.UUID]:

@@ -14,12 +14,13 @@ from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from services.config import Settings
-from services.errors import StorageFailed
+from services.errors import Canceled, StorageFailed
 
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
@@ -191,13 +192,18 @@ class Delivery:
 
 
 def publish_tree(
-    delivery: Delivery, local_dir: Path, prefix: str, on_progress: Callable[[float], None] | None = None
+    delivery: Delivery,
+    local_dir: Path,
+    prefix: str,
+    on_progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, str]:
     """Upload every file under local_dir to prefix/…, tier by tier (publish_tiers), the files of
     a tier side by side; returns key by relative path.
 
     With signed delivery, playlists and storyboards are rewritten to carry signed URLs of what
-    they reference.
+    they reference. Stopped (`should_stop`, asked after each file), it removes what it sent:
+    a canceled job leaves no half stream behind.
     """
     config = TransferConfig(
         multipart_threshold=delivery.multipart_threshold, max_concurrency=MULTIPART_CONCURRENCY
@@ -240,11 +246,26 @@ def publish_tree(
                     done += 1
                     if on_progress is not None:
                         on_progress(100.0 * done / total)
-            except (BotoCoreError, ClientError) as exc:
+                    if should_stop():
+                        raise Canceled("Publishing was stopped.")
+            except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
                 for future in futures:
                     future.cancel()
                 raise StorageFailed(f"Publishing to the delivery bucket failed: {exc}") from exc
+            except Canceled:
+                for future in futures:
+                    future.cancel()
+                pool.shutdown(wait=True)
+                remove_published(delivery, list(keys.values()))
+                raise
     return keys
+
+
+def remove_published(delivery: Delivery, keys: list[str]) -> None:
+    """Delete these keys from the delivery bucket (absent ones are no error), a thousand a call."""
+    for start in range(0, len(keys), 1000):
+        batch = [{"Key": key} for key in keys[start : start + 1000]]
+        delivery.client.delete_objects(Bucket=delivery.bucket, Delete={"Objects": batch, "Quiet": True})
 
 
 def _video_rendition(delivery: Delivery, keys: dict[str, str], rendition: dict[str, Any]) -> dict[str, Any]:
@@ -267,11 +288,12 @@ def publish_hls(
     prefix: str,
     transcoded: dict[str, Any],
     on_progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
     """Publish a transcode's output (``transcoded`` is what the transcode stage recorded): the
     playback URL (and the DASH manifest's), one URL per video, audio and subtitle rendition
     playlist, the poster's and the storyboard's URLs."""
-    keys = publish_tree(delivery, hls_dir, prefix, on_progress)
+    keys = publish_tree(delivery, hls_dir, prefix, on_progress, should_stop)
     storyboard = transcoded.get("storyboard")
     poster = transcoded.get("poster")
     dash = transcoded.get("dash")

@@ -28,10 +28,10 @@ class Workspace:
     def source_dir(self, job_id: uuid.UUID) -> Path:
         return self.job_dir(job_id) / "source"
 
-    def stage_dir(self, job_id: uuid.UUID, stage: str) -> Path:
-        """A stage's own output folder, emptied first so a re-run starts clean (idempotent outputs)."""
-        path = self.job_dir(job_id) / stage
-        shutil.rmtree(path, ignore_errors=True)
+    def stage_dir(self, job_id: uuid.UUID, stage: str, attempt: int) -> Path:
+        """One attempt's own output folder, new: an attempt writes only here, and no other
+        attempt (an earlier one still stopping, a later one that took over) ever touches it."""
+        path = self.job_dir(job_id) / stage / str(attempt)
         path.mkdir(parents=True)
         return path
 

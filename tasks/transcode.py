@@ -11,7 +11,7 @@ from tasks.base import StageContext, stage_task
 @stage_task("transcode")
 def transcode(ctx: StageContext) -> dict[str, Any]:
     source = ctx.workspace.resolve(ctx.outputs["fetch"]["path"])
-    out_dir = ctx.workspace.stage_dir(ctx.job_id, "transcode")
+    out_dir = ctx.workspace.stage_dir(ctx.job_id, "transcode", ctx.attempt)
     output = transcode_to_hls(
         source,
         out_dir,

@@ -13,4 +13,6 @@ def upload(ctx: StageContext) -> dict[str, Any]:
     transcoded = ctx.outputs["transcode"]
     hls_dir = ctx.workspace.resolve(transcoded["hls_dir"])
     prefix = f"{get_settings().s3_prefix}/{ctx.job_id}"
-    return publish_hls(delivery(), hls_dir, prefix, transcoded, on_progress=ctx.progress)
+    return publish_hls(
+        delivery(), hls_dir, prefix, transcoded, on_progress=ctx.progress, should_stop=ctx.should_stop
+    )

@@ -1,7 +1,9 @@
-"""Fault injection on real processes: workers killed, Redis flushed or stopped, PostgreSQL
-restarted, messages duplicated, a flaky webhook receiver. Every job must succeed, every
-stage must complete exactly once, every playlist must be complete and decodable, and no
-ffmpeg may be left behind. `make test` runs these with 20 jobs; `make chaos` with more."""
+"""Fault injection on real processes: a video worker and a fetch worker killed mid-stage, a
+video worker stopped while another stands idle, Redis flushed or stopped, PostgreSQL
+restarted, messages duplicated, a flaky webhook receiver. Every job must succeed, every stage
+body must run to its end exactly once (counted from stage_attempts, not from events), every
+playlist must be complete and decodable, and no ffmpeg may be left behind. `make test` runs
+these with 20 jobs; `make chaos` with more."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import JobStage, WebhookDelivery
 from services.config import get_settings
+from services.contract import Dispatch
 from tasks.pipeline import dispatch
 from tests.chaos import JOBS_PER_SCENARIO, submit, verify
 from tests.conftest import REDIS_OWNER_KEY
@@ -28,34 +31,45 @@ from tests.fixtures import (
     ApiClient,
     WebhookReceiver,
     WorkerPool,
+    WorkerProcess,
     start_worker,
     stop_worker,
     wait_until,
     worker_answers,
 )
+from tests.local_http import PacedFile, running
 from tests.media import make_clip
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 JOB_TIMEOUT = 300
-IO_QUEUES = "fetch,upload,analyze,notify"
+IO_QUEUES = "upload,analyze,notify,maintenance"
+# A stopped video worker gives its stages back after this; then the idle one takes them.
+VIDEO_ENV = {"SHUTDOWN_GRACE_SECONDS": "1"}
 
 
 class Crew:
-    """The workers of one scenario: an I/O worker that also runs beat (the sweeper), and a
-    transcode worker on the `video` queue, as separate processes."""
+    """The workers of one scenario, as separate processes: a fetch worker, a transcode worker
+    on the `video` queue, and an I/O worker that also runs beat (the sweeper)."""
 
     def __init__(self) -> None:
         self.io = start_worker("chaos-io", IO_QUEUES, concurrency=2, beat=True)
-        self.video = start_worker("chaos-video", "video", concurrency=2)
+        self.fetch = start_worker("chaos-fetch", "fetch", concurrency=2)
+        self.video = start_worker("chaos-video", "video", concurrency=2, env=VIDEO_ENV)
+        self.spare: WorkerProcess | None = None
 
     def replace_video(self, *, sig: int) -> None:
         stop_worker(self.video, sig=sig)
-        self.video = start_worker("chaos-video", "video", concurrency=2)
+        self.video = start_worker("chaos-video", "video", concurrency=2, env=VIDEO_ENV)
+
+    def replace_fetch(self, *, sig: int) -> None:
+        stop_worker(self.fetch, sig=sig)
+        self.fetch = start_worker("chaos-fetch", "fetch", concurrency=2)
 
     def stop(self) -> None:
-        for worker in (self.video, self.io):
-            stop_worker(worker)
+        for worker in (self.video, self.fetch, self.io, self.spare):
+            if worker is not None:
+                stop_worker(worker)
 
 
 @pytest.fixture
@@ -117,6 +131,64 @@ def test_sigkill_video_worker_mid_transcode(
             select(JobStage.attempts).where(JobStage.job_id == uuid.UUID(first), JobStage.name == "transcode")
         )
     assert attempts == 2  # the killed attempt, then the one that finished
+
+
+def test_sigkill_fetch_worker_mid_download(
+    crew: Crew, client: ApiClient, sessions: sessionmaker[Session], small_clip: Path, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    source = make_clip(tmp_path / "distant.mp4", width=640, height=360, seconds=4)
+    with running(PacedFile(source.read_bytes(), bytes_per_second=100 * 1024)) as origin:
+        answer = client.post(
+            "/api/v1/jobs", json={"source": {"url": origin.url()}, "options": {"renditions": ["240p"]}}
+        )
+        first = answer.json()["id"]
+        ids = [first, *submit(client, small_clip, JOBS_PER_SCENARIO - 1)]
+        wait_until(origin.sending.is_set, timeout=60, what="the download to be under way")
+        crew.replace_fetch(sig=signal.SIGKILL)
+        summary = verify("sigkill-fetch-worker", client, sessions, ids, started, JOB_TIMEOUT)
+    assert summary.completed_twice == 0
+    with sessions() as session:
+        attempts = session.scalar(
+            select(JobStage.attempts).where(JobStage.job_id == uuid.UUID(first), JobStage.name == "fetch")
+        )
+    assert attempts == 2 and origin.requests == 2  # the cut download, then the whole one
+
+
+def test_sigterm_with_an_idle_successor(
+    crew: Crew, client: ApiClient, sessions: sessionmaker[Session], small_clip: Path, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    crew.spare = start_worker("chaos-video-spare", "video", concurrency=2, env=VIDEO_ENV)
+    clip = make_clip(tmp_path / "long.mp4", width=1280, height=720, seconds=30)
+    first = client.upload(clip, {"renditions": ["240p", "360p", "720p"]}).json()["id"]
+    ids = [first, *submit(client, small_clip, JOBS_PER_SCENARIO - 1)]
+    wait_until(
+        lambda: running_stage(sessions, first, "transcode"), timeout=60, what="the long transcode to run"
+    )
+    with sessions() as session:
+        owner = str(
+            session.scalar(
+                select(JobStage.worker).where(
+                    JobStage.job_id == uuid.UUID(first), JobStage.name == "transcode"
+                )
+            )
+        )
+    # The worker running the long transcode leaves; the other stands by and takes it over.
+    leaving, staying = (crew.video, crew.spare)
+    if owner.startswith(f"{crew.spare.name}@"):
+        leaving, staying = staying, leaving
+    os.kill(leaving.proc.pid, signal.SIGTERM)  # warm shutdown: released after the grace period
+    wait_until(lambda: leaving.proc.poll() is not None, timeout=60, what="the video worker to leave")
+    crew.video, crew.spare = staying, None
+    summary = verify("sigterm-idle-successor", client, sessions, ids, started, JOB_TIMEOUT)
+    assert summary.completed_twice == 0
+    assert "released stage on shutdown" in leaving.log()
+    with sessions() as session:
+        attempts = session.scalar(
+            select(JobStage.attempts).where(JobStage.job_id == uuid.UUID(first), JobStage.name == "transcode")
+        )
+    assert attempts == 2  # the released attempt, then the successor's
 
 
 def test_redis_flushall_while_jobs_are_queued_and_running(
@@ -189,10 +261,10 @@ def test_duplicate_stage_messages_are_no_ops(
     started = time.monotonic()
     ids = submit(client, small_clip, JOBS_PER_SCENARIO)
     for job_id in ids:  # a second copy of every chain, racing the first
-        assert dispatch(uuid.UUID(job_id), "fetch") is not None
+        assert dispatch(Dispatch(uuid.UUID(job_id), "fetch", "normal", uuid.uuid4())) is not None
     verify("duplicate-messages", client, sessions, ids, started, JOB_TIMEOUT)
     for job_id in ids:  # and once more after every stage finished
-        assert dispatch(uuid.UUID(job_id), "transcode") is not None
+        assert dispatch(Dispatch(uuid.UUID(job_id), "transcode", "normal", uuid.uuid4())) is not None
     wait_until(
         lambda: crew.video.log().count("nothing to do") >= len(ids),
         timeout=60,

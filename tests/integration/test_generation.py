@@ -41,6 +41,7 @@ def generate(fake: FakeGoogle, dest: Path, progress: list[float] | None = None, 
     return generate_source(
         {"prompt": "A paper boat on a rainy street", "duration_seconds": 4},
         dest,
+        dest.with_name("operation.json"),
         settings_for(fake, **overrides),
         on_progress=(progress if progress is not None else []).append,
         should_stop=lambda: False,
@@ -92,14 +93,21 @@ def test_deadline_while_polling(fake: FakeGoogle, tmp_path: Path) -> None:
 
 
 def test_a_retried_stage_resumes_the_same_operation(fake: FakeGoogle, tmp_path: Path) -> None:
-    dest = tmp_path / "original"
     settings = settings_for(fake)
     request = {"prompt": "A paper boat"}
     # The first attempt started the generation and then its worker was lost.
-    operation = start_or_resume(
-        vertex_client(settings), request, tmp_path / "original.operation.json", settings
+    state = tmp_path / "operation.json"
+    operation = start_or_resume(vertex_client(settings), request, state, settings)
+    # The next attempt writes its own file, but resumes the job's one generation.
+    generate_source(
+        request,
+        tmp_path / "2" / "original",
+        state,
+        settings,
+        on_progress=lambda _: None,
+        should_stop=lambda: False,
     )
-    generate_source(request, dest, settings, on_progress=lambda _: None, should_stop=lambda: False)
+    dest = tmp_path / "2" / "original"
 
     assert len(fake.calls("POST", ":predictLongRunning$")) == 1
     assert {poll.body["operationName"] for poll in fake.calls("POST", ":fetchPredictOperation$")} == {
@@ -114,6 +122,7 @@ def test_cancel_while_polling_stops(fake: FakeGoogle, tmp_path: Path) -> None:
         generate_source(
             {"prompt": "x"},
             tmp_path / "original",
+            tmp_path / "operation.json",
             settings_for(fake),
             on_progress=lambda _: None,
             should_stop=lambda: True,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from celeryconfig import QUEUES
+from celeryconfig import MAINTENANCE_QUEUE, QUEUES
 from services.config import Settings
 from services.workspace import Workspace
 
@@ -33,6 +33,7 @@ APP_SERVICES = (
     "upload-worker",
     "analyze-worker",
     "notify-worker",
+    "maintenance-worker",
     "beat",
 )
 
@@ -60,7 +61,7 @@ def test_every_queue_has_exactly_one_worker_service(compose: dict[str, Any]) -> 
         queues = service.get("environment", {}).get("QUEUES")
         if queues and "command" not in service:
             served[name] = queues.split(",")
-    assert sorted(q for qs in served.values() for q in qs) == sorted(QUEUES)
+    assert sorted(q for qs in served.values() for q in qs) == sorted([*QUEUES, MAINTENANCE_QUEUE])
     assert served["video-worker"] == ["video"]
     assert compose["services"]["video-worker"]["deploy"]["replicas"] >= 1
 
@@ -106,3 +107,18 @@ def test_commands_match_the_entry_points(compose: dict[str, Any]) -> None:
     dockerfile = (ROOT / "Dockerfile.worker").read_text()
     assert 'celery -A tasks worker -Q \\"${QUEUES}\\"' in dockerfile
     assert "USER conveyor" in dockerfile and "apt-get install" in dockerfile and "ffmpeg" in dockerfile
+
+
+def seconds(duration: str) -> float:
+    """Compose's duration ("90s", "2m", "1m30s") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    return sum(float(amount) * units[unit] for amount, unit in re.findall(r"([\d.]+)([hms])", duration))
+
+
+def test_compose_waits_out_the_shutdown_grace_of_every_worker(compose: dict[str, Any]) -> None:
+    grace = Settings().shutdown_grace_seconds
+    for name in APP_SERVICES:
+        if name in ("api", "beat"):
+            continue
+        stop = compose["services"][name].get("stop_grace_period", "10s")
+        assert seconds(stop) > grace, f"{name} is killed after {stop}, before its {grace:g} s grace"

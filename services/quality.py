@@ -31,12 +31,12 @@ from services.probe import MediaInfo
 
 Metric = Literal["vmaf", "psnr_ssim"]
 VMAF_MODEL = "version=vmaf_v0.6.1"
-# One one-second window per WINDOW_SPACING_SECONDS of video, at most three: a thin sample, but
+# One half-second window per WINDOW_SPACING_SECONDS of video, at most three: a thin sample, but
 # each costs about a second of CPU (the source decoded from its keyframe before the window,
 # every rendition scaled to the top size, VMAF on a few 1080p frames), and the receipts must
 # stay under 15% of the transcode's CPU time (bench/quality.py).
 MAX_WINDOWS = 3
-WINDOW_SECONDS = 1.0
+WINDOW_SECONDS = 0.5
 WINDOW_SPACING_SECONDS = 20.0
 PERCENTILE = 5
 SCORED_FRAMES_PER_WINDOW = 5

@@ -341,7 +341,7 @@ def test_quality_receipts_rank_the_renditions(tmp_path: Path) -> None:
     for receipt in (low, high):
         assert receipt["metric"] == "vmaf" and receipt["model"] == "vmaf_v0.6.1"
         assert 0 < receipt["vmaf_p5"] <= receipt["vmaf_mean"] <= 100
-        assert receipt["frames"] == 5  # every 6th frame of a one-second window at 30 fps
+        assert receipt["frames"] == 5  # every 3rd frame of a half-second window at 30 fps
     assert high["vmaf_mean"] > low["vmaf_mean"] + 10
 
 

@@ -85,13 +85,13 @@ def test_windows_start_half_a_frame_after_a_segment_boundary_inside_one_segment(
     windows = plan_windows(60.0, 30.0, 4.0)
     # Parts start at 0, 20 and 40 s: the first at the very start, the others half a frame in.
     assert [w.start for w in windows] == pytest.approx([0.0, 20 + 1 / 60, 40 + 1 / 60])
-    assert all(w.seconds == 1.0 for w in windows)
+    assert all(w.seconds == 0.5 for w in windows)
     assert len(plan_windows(30.0, 30.0, 4.0)) == 1
     (short,) = plan_windows(0.5, 30.0, 4.0)
     assert short == Window(0.0, 0.5)
-    # One-second segments: the window ends before the next segment starts.
-    (tight,) = plan_windows(10.0, 30.0, 1.0)
-    assert tight.seconds == pytest.approx(1.0 - 1 / 30)
+    # Half-second segments: the window ends before the next segment starts.
+    (tight,) = plan_windows(10.0, 30.0, 0.5)
+    assert tight.seconds == pytest.approx(0.5 - 1 / 30)
 
 
 def test_a_window_is_read_from_the_segment_that_holds_it() -> None:
@@ -103,9 +103,9 @@ def test_a_window_is_read_from_the_segment_that_holds_it() -> None:
 
 
 def test_about_five_frames_a_window_are_scored() -> None:
-    assert subsample(30.0, Window(4.0, 1.0)) == 6
+    assert subsample(30.0, Window(4.0, 0.5)) == 3
     assert subsample(60.0, Window(0.0, 1.0)) == 12
-    assert subsample(5.0, Window(0.0, 1.0)) == 1
+    assert subsample(5.0, Window(0.0, 0.5)) == 1
 
 
 def test_percentile() -> None:

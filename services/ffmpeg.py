@@ -38,6 +38,7 @@ from services.storyboard import (
 
 FFMPEG = "ffmpeg"
 STDERR_TAIL_LINES = 50
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT})
 H264_PROFILE = "high"
 SegmentFormat = Literal["ts", "fmp4"]
 # mjpeg quality scale (2 best … 31 worst): 3 keeps a poster sharp at a fraction of PNG's size.
@@ -334,6 +335,10 @@ def ffmpeg_failure(returncode: int, stderr_tail: Iterable[str]) -> ConveyorError
         return DiskFull(f"The disk filled up while ffmpeg wrote its output: {tail}")
     if returncode < 0:
         name = signal.Signals(-returncode).name
+        if -returncode in CRASH_SIGNALS:
+            # A crash is ffmpeg's own: the same input under the same limits crashes again (the
+            # static build dies this way when RLIMIT_AS is too small for it even to start).
+            return TranscodeFailed(f"ffmpeg crashed ({name}): {tail}")
         return TranscodeFailed(
             f"ffmpeg was killed by {name} (out of memory on the host?): {tail}", transient=True
         )

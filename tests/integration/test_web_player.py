@@ -4,6 +4,7 @@ Gemini-analysed job's transcript and captions (against tests/gemini_server.py's 
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -206,6 +207,28 @@ def test_switch_sound_language_and_subtitles_and_read_each_renditions_quality(
     page.wait_for_function(
         "() => ![...document.querySelector('video').textTracks].some(track => track.mode === 'showing')"
     )
+
+
+def test_a_sound_only_upload_plays_its_audio_rendition(
+    page: Page, api_url: str, api_key: str, workers: WorkerProcess, tmp_path: Path
+) -> None:
+    sound = tmp_path / "talk.m4a"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+         "sine=frequency=440:sample_rate=44100:duration=3", "-c:a", "aac", str(sound)],
+        check=True,
+    )  # fmt: skip
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.goto(api_url)
+    sign_in(page, api_key)
+    submit_and_open(page, sound, ("240p",), "local")
+    # The master's one variant is the default sound track itself: hls.js plays it.
+    page.wait_for_function("() => window.conveyorPlayer?.levels.length === 1")
+    page.click(".player .play")
+    page.wait_for_function("() => document.querySelector('video').currentTime > 0.5")
+    expect(page.locator(".player .error")).to_be_hidden()
+    assert errors == []
 
 
 @pytest.fixture(scope="module")

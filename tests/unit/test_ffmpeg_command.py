@@ -7,7 +7,7 @@ import m3u8
 import pytest
 
 from services.errors import InvalidMedia
-from services.ffmpeg import Encoders, build_hls_command
+from services.ffmpeg import Encoders, build_hls_command, ffmpeg_failure
 from services.ladder import Rendition, plan_audio, plan_ladder, plan_subtitles
 from services.pictures import PicturePlan
 from services.playlists import (
@@ -492,3 +492,12 @@ def test_media_playlist_parsing() -> None:
         ("seg_00000.m4s", 2.0),
         ("seg_00001.m4s", 0.5),
     ]
+
+
+def test_a_kill_is_transient_and_a_crash_is_not() -> None:
+    killed = ffmpeg_failure(-9, ["Killed"])
+    assert killed.code == "transcode_failed" and killed.transient
+    crashed = ffmpeg_failure(-11, [])
+    assert crashed.code == "transcode_failed" and not crashed.transient
+    assert "SIGSEGV" in crashed.message
+    assert not ffmpeg_failure(1, ["Invalid data found when processing input"]).transient

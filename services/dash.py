@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
-from services.ladder import AudioRendition, Rendition
+from services.ladder import AudioRendition, Rendition, SubtitleRendition
 from services.playlists import AAC_LC, Bitrates, MediaPlaylist, video_codec
 
 DASH_MANIFEST = "manifest.mpd"
 TIMESCALE = 1000
+# A whole WebVTT file is a few kB; DASH wants a bandwidth on every representation.
+TEXT_BANDWIDTH = 256
 CHANNEL_SCHEME = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011"
 
 
@@ -57,9 +59,11 @@ def write_dash_manifest(
     segment_seconds: int,
     video: Sequence[tuple[Rendition, Representation]],
     audio: Sequence[tuple[AudioRendition, Representation]],
+    subtitles: Sequence[tuple[SubtitleRendition, str]] = (),
 ) -> str:
     """A static MPD: one video adaptation set per codec (a player picks the codec it decodes,
-    then switches sizes within it), one audio adaptation set per sound track."""
+    then switches sizes within it), one audio adaptation set per sound track, and one text
+    adaptation set per subtitle track, its whole WebVTT file (``subtitles``: track, file URI)."""
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static"'
@@ -105,6 +109,18 @@ def write_dash_manifest(
         lines += _segments(rep)
         lines.append("      </Representation>")
         lines.append("    </AdaptationSet>")
+        adaptation += 1
+    for text, vtt in subtitles:
+        language = f" lang={quoteattr(text.language)}" if text.language else ""
+        lines.append(
+            f'    <AdaptationSet id="{adaptation}" contentType="text" mimeType="text/vtt"{language}>'
+        )
+        role = "forced-subtitle" if text.forced else "subtitle"
+        lines.append(f'      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="{role}"/>')
+        lines.append(f"      <Label>{escape(text.title)}</Label>")
+        lines.append(f'      <Representation id={quoteattr(text.name)} bandwidth="{TEXT_BANDWIDTH}">')
+        lines.append(f"        <BaseURL>{escape(vtt)}</BaseURL>")
+        lines += ["      </Representation>", "    </AdaptationSet>"]
         adaptation += 1
     lines += ["  </Period>", "</MPD>", ""]
     return "\n".join(lines)

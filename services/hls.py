@@ -179,6 +179,7 @@ def _dash(
     audio: Sequence[AudioRendition],
     measured: Sequence[Bitrates],
     audio_measured: Sequence[Bitrates],
+    subtitles: Sequence[tuple[SubtitleRendition, str]],
 ) -> str:
     variants = len(renditions) + len(audio)
 
@@ -191,6 +192,7 @@ def _dash(
         segment_seconds,
         [(r, representation(r.name, m)) for r, m in zip(renditions, measured, strict=True)],
         [(a, representation(a.name, m)) for a, m in zip(audio, audio_measured, strict=True)],
+        subtitles,
     )
     (out_dir / DASH_MANIFEST).write_text(manifest)
     return DASH_MANIFEST
@@ -305,7 +307,10 @@ def transcode_to_hls(
         (out_dir / MASTER_PLAYLIST).write_text(master)
         dash = None
         if segment_format == "fmp4":
-            dash = _dash(out_dir, info, settings.segment_seconds, renditions, audio, measured, audio_measured)
+            vtts = [(s, w["vtt"]) for s, w in zip(subtitles, written_subtitles, strict=True)]
+            dash = _dash(
+                out_dir, info, settings.segment_seconds, renditions, audio, measured, audio_measured, vtts
+            )
         stills = _stills(out_dir, storyboard, info.duration)
         receipts: list[dict[str, Any] | None] = [None] * len(renditions)
         if settings.quality_receipts and picture is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -148,17 +148,22 @@ def rewrite_vtt(text: str, url_for: Callable[[str], str]) -> str:
 
 
 _MPD_URL = re.compile(r'(sourceURL|media)="([^"]*)"')
+_MPD_BASE_URL = re.compile(r"<BaseURL>([^<]*)</BaseURL>")
 
 
 def rewrite_mpd(text: str, url_for: Callable[[str], str]) -> str:
-    """Replace each relative init and segment URL of a DASH manifest (services/dash.py lists
-    them one by one) by the URL url_for gives, escaped for an XML attribute."""
+    """Replace each relative init, segment and subtitle file URL of a DASH manifest
+    (services/dash.py lists them one by one) by the URL url_for gives, escaped for XML."""
 
     def signed(match: re.Match[str]) -> str:
         uri = html.unescape(match[2])
         return match[0] if "://" in uri else f"{match[1]}={quoteattr(url_for(uri))}"
 
-    return _MPD_URL.sub(signed, text)
+    def signed_base(match: re.Match[str]) -> str:
+        uri = html.unescape(match[1])
+        return match[0] if "://" in uri else f"<BaseURL>{escape(url_for(uri))}</BaseURL>"
+
+    return _MPD_BASE_URL.sub(signed_base, _MPD_URL.sub(signed, text))
 
 
 REWRITERS: dict[str, Callable[[str, Callable[[str], str]], str]] = {

@@ -114,3 +114,6 @@ def test_audio_subtitles_and_dash_are_published_and_signed(s3_server: str, tmp_p
     for url in urls:
         assert url and "X-Amz-Signature=" in url
         assert requests.get(url, timeout=10).status_code == 200
+    # The subtitle track, side-loaded whole, signed too.
+    [base] = [e.text for e in root.iter() if e.tag.endswith("BaseURL")]
+    assert base and "Signed subtitles" in requests.get(base, timeout=10).text

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from services.dash import Representation, write_dash_manifest
-from services.ladder import plan_audio, plan_ladder
+from services.ladder import plan_audio, plan_ladder, plan_subtitles
 from services.pictures import PicturePlan, build_idet_command, interlaced_by_idet, needs_idet, plan_picture
 from services.playlists import Bitrates, MediaPlaylist, Segment
-from services.probe import AudioStream, MediaInfo, VideoStream
+from services.probe import AudioStream, MediaInfo, SubtitleStream, VideoStream
 from services.quality import (
     Cut,
     Window,
@@ -177,11 +177,16 @@ def test_dash_manifest_lists_every_segment_of_every_rendition() -> None:
     rates = Bitrates(500_000, 400_000)
     video = [(r, Representation(r.name, f"init_{r.name}.mp4", playlist, rates)) for r in renditions]
     audio = [(a, Representation(a.name, f"init_{a.name}.mp4", playlist, rates)) for a in plan_audio(info)]
-    root = ET.fromstring(write_dash_manifest(30.0, 4, video, audio))
+    text = plan_subtitles(replace(info, subtitles=(SubtitleStream("subrip", 3, "fre"),)))
+    root = ET.fromstring(write_dash_manifest(30.0, 4, video, audio, [(text[0], "text-0/abc.vtt")]))
     ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
     assert root.get("type") == "static" and root.get("mediaPresentationDuration") == "PT30.000S"
     sets = root.findall("d:Period/d:AdaptationSet", ns)
-    assert [s.get("contentType") for s in sets] == ["video", "video", "audio"]
+    assert [s.get("contentType") for s in sets] == ["video", "video", "audio", "text"]
+    assert (sets[3].get("lang"), sets[3].findtext("d:Representation/d:BaseURL", namespaces=ns)) == (
+        "fr",
+        "text-0/abc.vtt",
+    )
     hevc = sets[1].find("d:Representation", ns)
     assert hevc is not None and hevc.get("codecs", "").startswith("hvc1.1.6.L")
     assert sets[2].get("lang") == "en"
@@ -193,7 +198,11 @@ def test_dash_manifest_lists_every_segment_of_every_rendition() -> None:
         "240p/seg_00001.m4s",
     ]
     assert [s.get("d") for s in first.findall("d:SegmentList/d:SegmentTimeline/d:S", ns)] == ["4000", "2500"]
-    signed = rewrite_mpd(write_dash_manifest(30.0, 4, video, audio), lambda uri: f"https://s3/{uri}?X=1&Y=2")
+    signed = rewrite_mpd(
+        write_dash_manifest(30.0, 4, video, audio, [(text[0], "text-0/abc.vtt")]),
+        lambda uri: f"https://s3/{uri}?X=1&Y=2",
+    )
     root = ET.fromstring(signed)
     urls = [u.get("media") for u in root.iter("{urn:mpeg:dash:schema:mpd:2011}SegmentURL")]
     assert urls[0] == "https://s3/240p/seg_00000.m4s?X=1&Y=2"
+    assert root.findtext(".//d:BaseURL", namespaces=ns) == "https://s3/text-0/abc.vtt?X=1&Y=2"

@@ -82,9 +82,48 @@ class JobListQuery(Query):
     cursor: str | None = Field(None, max_length=500)
 
 
+class RenditionOut(Open):
+    name: str
+    codec: Literal["h264", "hevc", "av1"] | None = None
+    width: int | None
+    height: int | None
+    fps: float | None
+    bandwidth: int = Field(description="Declared peak bits/s, with the loudest audio rendition's.")
+    average_bandwidth: int | None
+    url: str
+    quality: dict[str, Any] | None = Field(
+        None,
+        description="How close it looks to the source on a sample: metric vmaf (vmaf_mean, vmaf_p5: the "
+        "5th percentile, model, frames, sample_seconds) or psnr_ssim (psnr_mean, psnr_p5, ssim_mean, …); "
+        "null when not measured.",
+    )
+
+
+class AudioRenditionOut(Open):
+    name: str
+    language: str | None
+    title: str
+    default: bool
+    bandwidth: int
+    url: str
+
+
+class SubtitleRenditionOut(Open):
+    name: str
+    language: str | None
+    title: str
+    default: bool
+    forced: bool
+    url: str = Field(description="The WebVTT file.")
+    playlist_url: str
+
+
 class JobResult(Open):
     playback_url: str | None
-    renditions: list[dict[str, Any]]
+    dash_url: str | None = Field(None, description="DASH manifest, for fMP4 output.")
+    renditions: list[RenditionOut]
+    audio: list[AudioRenditionOut] = []
+    subtitles: list[SubtitleRenditionOut] = []
     poster_url: str | None = None
     storyboard: Any = None
     captions: list[Any] = []

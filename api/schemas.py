@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from api.errors import ApiError
-from services.ladder import LADDER
+from services.ladder import LADDER, RateControl, VideoCodec
 
 LADDER_NAMES = tuple(rung.name for rung in LADDER)
 
@@ -24,6 +24,17 @@ class AnalysisOptions(Strict):
 class JobOptions(Strict):
     renditions: list[str] | None = Field(None, min_length=1)
     segment_format: Literal["ts", "fmp4"] | None = None
+    video_codecs: list[VideoCodec] | None = Field(
+        None,
+        min_length=1,
+        description="Each codec gets the whole ladder; players pick the one they decode. "
+        "hevc and av1 need fMP4 segments (the default when they are asked for).",
+    )
+    rate_control: RateControl | None = Field(
+        None,
+        description="bitrate (fixed rates, the default) or capped_crf (a quality target under each "
+        "rung's ceiling).",
+    )
     priority: Literal["high", "normal", "low"] | None = None
     webhook_url: str | None = Field(None, max_length=2048)
     analysis: AnalysisOptions | None = None
@@ -44,6 +55,23 @@ class JobOptions(Strict):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("webhook_url must be an http(s) URL")
         return value
+
+    @field_validator("video_codecs")
+    @classmethod
+    def _each_codec_once(cls, value: list[VideoCodec] | None) -> list[VideoCodec] | None:
+        return None if value is None else list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _codecs_fit_the_segments(self) -> JobOptions:
+        newer = [codec for codec in self.video_codecs or () if codec != "h264"]
+        if newer and self.segment_format == "ts":
+            raise ValueError(
+                f"video_codecs {newer} need segment_format fmp4: MPEG-TS segments of them do not "
+                "play in Safari or hls.js"
+            )
+        if newer:
+            self.segment_format = "fmp4"
+        return self
 
 
 class UrlSource(Strict):
@@ -90,10 +118,10 @@ class JobRequest(Strict):
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, whole: str = "body") -> str:
     parts = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "body"
+        where = ".".join(str(part) for part in item["loc"]) or whole
         message = "is not a known option" if item["type"] == "extra_forbidden" else item["msg"]
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
@@ -103,7 +131,7 @@ def parse_options(raw: Any) -> dict[str, Any]:
     try:
         return JobOptions.model_validate(raw or {}).model_dump(exclude_none=True)
     except ValidationError as error:
-        raise ApiError("invalid_options", _describe(error)) from error
+        raise ApiError("invalid_options", _describe(error, "options")) from error
 
 
 def parse_job_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:

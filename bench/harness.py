@@ -44,8 +44,8 @@ from services.analysis import analyze_local
 from services.analyzers import smallest_picture
 from services.config import get_settings
 from services.ffmpeg import build_hls_command, run_ffmpeg
-from services.hls import storyboard_plan_for
-from services.ladder import plan_ladder
+from services.hls import encoders_for, picture_plan_for, quality_receipts, storyboard_plan_for
+from services.ladder import DEFAULT_RATE_CONTROL, plan_audio, plan_ladder
 from services.probe import probe
 
 REPO = Path(__file__).resolve().parent.parent
@@ -326,18 +326,24 @@ def bare_transcode(source: Path, out_dir: Path) -> float:
     out_dir.mkdir(parents=True)
     info = probe(source)
     storyboard = storyboard_plan_for(info, settings)
+    started = time.perf_counter()
+    picture = picture_plan_for(source, info, settings)
+    renditions = plan_ladder(info, None, rate_control=DEFAULT_RATE_CONTROL)
     args = build_hls_command(
         source,
         info,
-        plan_ladder(info, None),
+        renditions,
         out_dir,
         segment_seconds=settings.segment_seconds,
-        preset=settings.x264_preset,
-        threads=settings.ffmpeg_threads,
+        audio=plan_audio(info),
+        picture=picture,
+        encoders=encoders_for(settings),
         storyboard=storyboard,
     )
-    started = time.perf_counter()
     run_ffmpeg(args, duration=info.duration, memory_limit_bytes=settings.ffmpeg_memory_limit_bytes)
+    if settings.quality_receipts and picture is not None:
+        # The stage measures every rendition's quality after the transcode: so does the baseline.
+        quality_receipts(source, out_dir, info, picture, renditions, settings, lambda: False)
     return time.perf_counter() - started
 
 
@@ -345,7 +351,8 @@ def bare_analysis(source: Path, hls_dir: Path) -> float:
     """The local analysis as the analyze stage runs it: sound from the source, pictures from the
     smallest rendition of `hls_dir` (what bare_transcode wrote)."""
     info = probe(source)
-    pictures = smallest_picture(hls_dir, [asdict(rendition) for rendition in plan_ladder(info, None)])
+    renditions = plan_ladder(info, None, rate_control=DEFAULT_RATE_CONTROL)
+    pictures = smallest_picture(hls_dir, [asdict(rendition) for rendition in renditions])
     started = time.perf_counter()
     analyze_local(source, info, pictures=pictures)
     return time.perf_counter() - started

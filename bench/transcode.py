@@ -25,8 +25,8 @@ from pathlib import Path
 
 from services.config import Settings
 from services.ffmpeg import build_hls_command, run_ffmpeg
-from services.hls import storyboard_plan_for
-from services.ladder import Rendition, plan_ladder
+from services.hls import encoders_for, picture_plan_for, storyboard_plan_for
+from services.ladder import Rendition, plan_audio, plan_ladder
 from services.probe import MediaInfo, probe
 
 RUNGS = ("360p", "480p", "720p")
@@ -80,7 +80,9 @@ def commands_for(
     assert info.video is not None
     storyboard = storyboard_plan_for(info, settings)
 
-    def command(chosen: list[Rendition], out_dir: Path, with_stills: bool) -> list[str]:
+    picture = picture_plan_for(source, info, settings)
+
+    def command(chosen: list[Rendition], out_dir: Path, with_stills: bool, with_sound: bool) -> list[str]:
         out_dir.mkdir(parents=True)
         return build_hls_command(
             source,
@@ -88,12 +90,15 @@ def commands_for(
             chosen,
             out_dir,
             segment_seconds=settings.segment_seconds,
-            preset=settings.x264_preset,
+            audio=plan_audio(info) if with_sound else (),
+            picture=picture,
+            encoders=encoders_for(settings),
             storyboard=storyboard if with_stills else None,
         )
 
-    ours = [command(renditions, out / "ours", True)]
-    baseline = [command([r], out / f"baseline-{r.name}", False) for r in renditions]
+    # Sound is encoded once either way (its own rendition): the baseline's first process does it.
+    ours = [command(renditions, out / "ours", True, True)]
+    baseline = [command([r], out / f"baseline-{r.name}", False, i == 0) for i, r in enumerate(renditions)]
     return ours, baseline
 
 

@@ -103,7 +103,11 @@ def main() -> int:
     say(f"HLS playback URL: {result['playback_url']}")
     for rendition in result["renditions"]:
         size = f"{rendition['width']}x{rendition['height']}"
-        say(f"  {rendition['name']:>5} {size:>9} {rendition['bandwidth'] // 1000} kb/s")
+        receipt = rendition.get("quality") or {}
+        score = f", VMAF {receipt['vmaf_mean']:.1f}" if "vmaf_mean" in receipt else ""
+        say(f"  {rendition['name']:>5} {size:>9} {rendition['bandwidth'] // 1000} kb/s{score}")
+    for track in result.get("audio", []):
+        say(f"  sound: {track['title']} {track['bandwidth'] // 1000} kb/s")
     say("analysis: " + json.dumps(result["analysis"], indent=2))
     say(f"play it: ffplay '{result['playback_url']}'")
     say("Flower: http://127.0.0.1:5555 (login in .env, FLOWER_BASIC_AUTH); Ctrl-C stops everything")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,14 @@ class AnalysisInputs:
     renditions: list[dict[str, Any]]
     prefix: str  # where the upload stage published the stream
     work_dir: Path  # the analyze stage's own folder, empty at the start of each run
+    audio: list[dict[str, Any]] = field(default_factory=list)  # the transcode's audio renditions
 
 
 def smallest_picture(hls_dir: Path, renditions: Sequence[dict[str, Any]]) -> Path | None:
     """The media playlist of the smallest rendition with a picture; None for sound only."""
+    # H.264 where there is a choice: every ffmpeg decodes it fastest.
     pictures = [rendition for rendition in renditions if rendition["width"] > 0]
+    pictures = [r for r in pictures if r.get("codec", "h264") == "h264"] or pictures
     if not pictures:
         return None
     smallest = min(pictures, key=lambda rendition: rendition["width"] * rendition["height"])
@@ -86,11 +89,16 @@ def _analyze_with_gemini(
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
     rendition = pick_rendition(inputs.renditions)
-    media_playlist = inputs.hls_dir / rendition["name"] / "index.m3u8"
+    sound = inputs.audio[0] if inputs.audio else None
+    chosen = [r for r in (rendition, sound) if r is not None]
+    if not chosen:
+        raise AnalysisFailed("The transcode left nothing to analyze.")
+    playlists = [inputs.hls_dir / r["name"] / "index.m3u8" for r in chosen]
+    media_playlist = playlists[0]
     duration = inputs.info.duration
     video = rendition_to_mp4(
-        media_playlist,
-        inputs.work_dir / f"{rendition['name']}.mp4",
+        playlists,
+        inputs.work_dir / f"{chosen[0]['name']}.mp4",
         duration=duration,
         settings=settings,
         on_progress=lambda percent: on_progress(0.2 * percent),
@@ -122,5 +130,5 @@ def _analyze_with_gemini(
             duration=duration,
             mpegts_start=first_segment_start(media_playlist),
         )
-    analysis = {"backend": "gemini", "model": settings.gemini_model, "rendition": rendition["name"]}
+    analysis = {"backend": "gemini", "model": settings.gemini_model, "rendition": chosen[0]["name"]}
     return {"analysis": analysis | answer.model_dump(), "captions": captions}

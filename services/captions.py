@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.playlists import SUBTITLE_GROUP, SubtitleEntry, subtitle_line
 from services.storage import Delivery, publish_tree
 
-GROUP_ID = "subs"
+GROUP_ID = SUBTITLE_GROUP
 SUBTITLES_DIR = "subtitles"
 # MPEG-TS timestamps tick at 90 kHz; X-TIMESTAMP-MAP states cue times in that clock.
 MPEGTS_CLOCK = 90_000
@@ -73,16 +74,29 @@ def make_cues(segments: Sequence[dict[str, Any]], duration: float) -> list[Cue]:
     return cues
 
 
+def _timestamp_map(mpegts_start: float) -> str:
+    return f"X-TIMESTAMP-MAP=MPEGTS:{round(mpegts_start * MPEGTS_CLOCK)},LOCAL:00:00:00.000"
+
+
 def build_webvtt(cues: Sequence[Cue], *, mpegts_start: float | None) -> str:
     """A WebVTT file; with MPEG-TS segments, X-TIMESTAMP-MAP ties cue time 0 to the first
     segment's first timestamp (ffmpeg's TS muxer does not start at 0)."""
     lines = ["WEBVTT"]
     if mpegts_start is not None:
-        lines.append(f"X-TIMESTAMP-MAP=MPEGTS:{round(mpegts_start * MPEGTS_CLOCK)},LOCAL:00:00:00.000")
+        lines.append(_timestamp_map(mpegts_start))
     lines.append("")
     for cue in cues:
         lines += [f"{vtt_timestamp(cue.start)} --> {vtt_timestamp(cue.end)}", cue.text, ""]
     return "\n".join(lines)
+
+
+def with_timestamp_map(vtt: str, mpegts_start: float | None) -> str:
+    """A WebVTT file ffmpeg wrote (a source's subtitle track), tied to MPEG-TS segments the
+    way build_webvtt ties generated captions: the map goes into the header, after WEBVTT."""
+    if mpegts_start is None:
+        return vtt
+    header, newline, rest = vtt.lstrip("\ufeff").partition("\n")
+    return f"{header}\n{_timestamp_map(mpegts_start)}{newline}{rest}"
 
 
 def subtitle_playlist(vtt_uri: str, duration: float) -> str:
@@ -103,22 +117,39 @@ def subtitle_playlist(vtt_uri: str, duration: float) -> str:
 
 
 def add_subtitles(master: str, tracks: Sequence[CaptionTrack]) -> str:
-    """The master playlist with one EXT-X-MEDIA per track and every variant pointing at the group.
+    """The master playlist with one EXT-X-MEDIA per generated track, in the subtitle group
+    that the source's own subtitle tracks (if any) are already in, and every variant
+    pointing at the group. The first generated track is the default unless a source track
+    already is.
 
-    Subtitles a previous run added are replaced, so running it twice gives the same master."""
+    Generated tracks a previous run added are replaced, so running it twice gives the same
+    master; the source's tracks are kept as they are."""
     head: list[str] = []
     body: list[str] = []
+    kept_subtitles = False
+    source_default = False
+    taken: set[str] = set()
     for line in master.splitlines():
         if line.startswith("#EXT-X-MEDIA:") and "TYPE=SUBTITLES" in line:
-            continue
+            if f'URI="{SUBTITLES_DIR}/' in line:
+                continue
+            kept_subtitles = True
+            source_default = source_default or "DEFAULT=YES" in line
+            taken.update(re.findall(r'NAME="([^"]*)"', line))
         if line.startswith("#EXT-X-STREAM-INF:"):
             attributes = re.sub(r',SUBTITLES="[^"]*"', "", line)
-            line = f'{attributes},SUBTITLES="{GROUP_ID}"' if tracks else attributes
+            line = f'{attributes},SUBTITLES="{GROUP_ID}"' if tracks or kept_subtitles else attributes
         (body if body or line.startswith("#EXT-X-STREAM-INF:") else head).append(line)
     media = [
-        f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{GROUP_ID}",LANGUAGE="{track.language}",'
-        f'NAME="{track.name.replace(chr(34), "")}",DEFAULT={"YES" if i == 0 else "NO"},'
-        f'AUTOSELECT=YES,URI="{track.playlist_uri}"'
+        subtitle_line(
+            SubtitleEntry(
+                track.language,
+                # NAME is unique in a group: a source track may already be called "English".
+                f"{track.name} (captions)" if track.name in taken else track.name,
+                track.playlist_uri,
+                default=i == 0 and not source_default,
+            )
+        )
         for i, track in enumerate(tracks)
     ]
     return "\n".join(head + media + body) + "\n"

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+import imageio_ffmpeg
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -87,7 +88,16 @@ class Settings(BaseSettings):
     storyboard_interval_seconds: float = Field(5.0, description="Seconds between storyboard thumbnails.")
     storyboard_tile_width: int = Field(160, description="Width of one storyboard thumbnail in pixels.")
     storyboard_columns: int = Field(10, description="Thumbnails per row of a storyboard sprite sheet.")
-    x264_preset: str = Field("veryfast", description="x264 preset for every rendition.")
+    ffmpeg_path: str = Field(
+        default_factory=imageio_ffmpeg.get_ffmpeg_exe,
+        description="The ffmpeg that encodes and measures quality (default: imageio-ffmpeg's static build).",
+    )
+    x264_preset: str = Field("veryfast", description="x264 preset for every H.264 rendition.")
+    x265_preset: str = Field("veryfast", description="x265 preset for every HEVC rendition.")
+    svtav1_preset: int = Field(10, ge=0, le=13, description="SVT-AV1 preset (0 slowest … 13 fastest).")
+    quality_receipts: bool = Field(
+        True, description="Measure each rendition's quality (VMAF on a sample) after the transcode."
+    )
     ffmpeg_threads: int = Field(0, description="ffmpeg -threads (0 = ffmpeg decides).")
     ffmpeg_memory_limit_bytes: int = Field(4 * 1024**3, description="RLIMIT_AS for each ffmpeg child.")
 

@@ -1,7 +1,8 @@
 """Build the one ffmpeg command that turns a source into an HLS ladder, and run it under limits.
 
-The builder is pure (renditions in, argument list out) so it is tested without ffmpeg; the
-runner is the only code here with side effects and knows nothing about jobs or the database.
+The builder is pure (probe and plan in, argument list out, composed with ffmpeg-python) so it
+is tested without ffmpeg; the runner is the only code here with side effects and knows
+nothing about jobs or the database.
 """
 
 from __future__ import annotations
@@ -14,120 +15,198 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
+
+import ffmpeg as ffmpeg_python
 
 from services.confine import KILL_GRACE_SECONDS, kill_group, spawn_confined
 from services.errors import Canceled, ConveyorError, DiskFull, InvalidMedia, StageTimeout, TranscodeFailed
-from services.ladder import Rendition
-from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, h264_level
+from services.ladder import AudioRendition, Rendition, SubtitleRendition
+from services.pictures import PicturePlan, picture_steps, scale_step, tagged_bt709
+from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, h264_level, hevc_level
 from services.probe import REFUSED_DEMUXERS, MediaInfo
 from services.storyboard import (
     POSTER_FILE,
     SPRITE_FILE,
     StoryboardPlan,
-    poster_filter,
+    poster_steps,
     poster_time,
-    storyboard_filter,
+    storyboard_steps,
 )
 
 FFMPEG = "ffmpeg"
 STDERR_TAIL_LINES = 50
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT})
 H264_PROFILE = "high"
 SegmentFormat = Literal["ts", "fmp4"]
 # mjpeg quality scale (2 best … 31 worst): 3 keeps a poster sharp at a fraction of PNG's size.
-JPEG_QUALITY = "3"
+JPEG_QUALITY = 3
+# Where ffmpeg writes a source subtitle track, whole; services/hls.py makes its playlist.
+SUBTITLE_SOURCE_FILE = "source.vtt"
+# x265 as HLS needs it: no scene-cut keyframes or open GOPs, so every segment starts on an
+# IDR the other renditions share; quiet, since its banner goes to stderr.
+X265_PARAMS = "scenecut=0:open-gop=0:log-level=error"
+
+
+@dataclass(frozen=True)
+class Encoders:
+    """Which ffmpeg runs and how hard each encoder works (settings X264_PRESET, …)."""
+
+    ffmpeg: str = FFMPEG
+    x264_preset: str = "veryfast"
+    x265_preset: str = "veryfast"
+    svtav1_preset: int = 10
+    threads: int = 0
 
 
 def _segment_frames(fps: float, segment_seconds: int) -> int:
     return max(1, round(fps * segment_seconds))
 
 
-def _fps_step(rendition: Rendition, input_fps: float, variable: bool) -> list[str]:
+def _fps_step(stream: Any, rendition: Rendition, input_fps: float, variable: bool) -> Any:
     # Dropping frames before scaling saves the scaler the frames that are thrown away; a
     # variable-rate input always passes through fps so every rendition is constant-rate.
     if input_fps <= 0 or variable or rendition.fps < input_fps:
-        return [f"fps={rendition.fps:g}"]
-    return []
+        return stream.filter("fps", f"{rendition.fps:g}")
+    return stream
 
 
-def _filter_graph(info: MediaInfo, renditions: Sequence[Rendition], storyboard: StoryboardPlan | None) -> str:
-    """Decode once; scale the source to the top rendition only, and every lower rendition from
-    that (already constant-rate, far smaller) picture. Scaling a 1080p source costs about as
-    much as decoding it, so the cascade saves the most after the single decode itself."""
+def split_stream(stream: Any, count: int) -> list[Any]:
+    """``count`` copies of a filter graph stream (ffmpeg-python wants an explicit split)."""
+    if count == 1:
+        return [stream]
+    node = stream.filter_multi_output("split", count)
+    return [node.stream(i) for i in range(count)]
+
+
+def _video_streams(
+    info: MediaInfo,
+    source: Any,
+    renditions: Sequence[Rendition],
+    picture: PicturePlan,
+    storyboard: StoryboardPlan | None,
+) -> tuple[list[Any], Any, Any]:
+    """Decode once; scale the source to the top size only, and every lower size from that
+    (already constant-rate, far smaller) picture; renditions of one size and rate (other
+    codecs) share it. Scaling a 1080p source costs about as much as decoding it, so the
+    cascade saves the most after the single decode itself. Returns the streams in
+    rendition order, then the poster's and the sprite's (None without a storyboard)."""
     assert info.video is not None
     video = info.video
-    *lower, top = renditions
-    chains = []
+    shown = picture_steps(source[str(video.index)], picture)
+    poster = sprite = None
     if storyboard is not None:
-        chains.append("[0:v:0]split=3[top][p][b]")
-        source = "[top]"
-    else:
-        source = "[0:v:0]"
-    steps = [*_fps_step(top, video.fps, video.variable_frame_rate), f"scale={top.width}:{top.height}"]
-    steps += ["setsar=1", "format=yuv420p"]
-    if lower:
-        labels = "".join(f"[c{i}]" for i in range(len(lower)))
-        chains.append(f"{source}{','.join(steps)},split={len(renditions)}{labels}[v{len(lower)}]")
-    else:
-        chains.append(f"{source}{','.join(steps)}[v0]")
-    for i, rendition in enumerate(lower):
-        steps = [*_fps_step(rendition, top.fps, False), f"scale={rendition.width}:{rendition.height}"]
-        chains.append(f"[c{i}]{','.join([*steps, 'setsar=1'])}[v{i}]")
+        shown, poster, sprite = split_stream(shown, 3)
+    sizes = list(
+        dict.fromkeys((r.width, r.height, r.fps) for r in sorted(renditions, key=_size, reverse=True))
+    )
+    users = {
+        size: [i for i, r in enumerate(renditions) if (r.width, r.height, r.fps) == size] for size in sizes
+    }
+    top, *lower = sizes
+    top_rendition = renditions[users[top][0]]
+    scaled = scale_step(
+        _fps_step(shown, top_rendition, video.fps, video.variable_frame_rate), *top[:2], picture
+    )
+    scaled = tagged_bt709(scaled.filter("format", "yuv420p"))
+    branches = split_stream(scaled, len(users[top]) + len(lower))
+    streams: dict[int, Any] = dict(zip(users[top], branches, strict=False))
+    for size, branch in zip(lower, branches[len(users[top]) :], strict=True):
+        rendition = renditions[users[size][0]]
+        chain = scale_step(_fps_step(branch, rendition, top_rendition.fps, False), *size[:2], None)
+        streams |= dict(zip(users[size], split_stream(chain, len(users[size])), strict=True))
     if storyboard is not None:
-        chains.append(f"[p]{poster_filter(poster_time(info.duration), top.width, top.height)}[poster]")
-        chains.append(f"[b]{storyboard_filter(storyboard)}[sprite]")
-    return ";".join(chains)
+        poster = poster_steps(poster, poster_time(info.duration), top[0], top[1])
+        sprite = storyboard_steps(sprite, storyboard)
+    return [streams[i] for i in range(len(renditions))], poster, sprite
 
 
-def _video_args(
-    info: MediaInfo, renditions: Sequence[Rendition], segment_seconds: int, preset: str
-) -> list[str]:
-    args: list[str] = []
-    for i, rendition in enumerate(renditions):
-        gop = str(_segment_frames(rendition.fps, segment_seconds))
-        level = h264_level(rendition)
-        args += [
-            "-map", f"[v{i}]",
-            f"-c:v:{i}", "libx264",
-            f"-b:v:{i}", str(rendition.video_bitrate),
-            f"-maxrate:v:{i}", str(rendition.maxrate),
-            f"-bufsize:v:{i}", str(rendition.bufsize),
-            f"-level:v:{i}", f"{level // 10}.{level % 10}",
-            # A fixed GOP of exactly one segment, no scene-cut keyframes and forced keyframes on
-            # the boundary: every rendition's segment n starts on the same instant with an IDR,
-            # so a player can switch renditions at any segment.
-            f"-g:v:{i}", gop,
-            f"-keyint_min:v:{i}", gop,
-        ]  # fmt: skip
+def _size(rendition: Rendition) -> tuple[int, float]:
+    return rendition.width * rendition.height, rendition.fps
+
+
+def _rate_args(i: int, rendition: Rendition) -> dict[str, Any]:
+    rate: dict[str, Any] = {
+        f"maxrate:v:{i}": rendition.maxrate,
+        f"bufsize:v:{i}": rendition.bufsize,
+    }
+    if rendition.crf is not None:
+        rate[f"crf:v:{i}"] = rendition.crf
+    else:
+        rate[f"b:v:{i}"] = rendition.video_bitrate
+    return rate
+
+
+def _codec_args(i: int, rendition: Rendition, encoders: Encoders, segment_seconds: int) -> dict[str, Any]:
+    gop = _segment_frames(rendition.fps, segment_seconds)
+    # A fixed GOP of exactly one segment, no scene-cut keyframes and forced keyframes on the
+    # boundary: every rendition's segment n starts on the same instant with an IDR, so a
+    # player can switch renditions at any segment.
+    common = {f"g:v:{i}": gop, f"keyint_min:v:{i}": gop}
+    if rendition.codec == "hevc":
+        level = hevc_level(rendition)
+        return (
+            common
+            | _rate_args(i, rendition)
+            | {
+                f"c:v:{i}": "libx265",
+                f"preset:v:{i}": encoders.x265_preset,
+                f"profile:v:{i}": "main",
+                # hvc1, not ffmpeg's hev1: parameter sets in the init section, which Safari needs.
+                f"tag:v:{i}": "hvc1",
+                f"x265-params:v:{i}": f"{X265_PARAMS}:level-idc={level / 30:g}",
+            }
+        )
+    if rendition.codec == "av1":
+        return common | {
+            f"c:v:{i}": "libsvtav1",
+            f"preset:v:{i}": encoders.svtav1_preset,
+            f"b:v:{i}": rendition.video_bitrate,
+        }
+    level = h264_level(rendition)
     # High profile, 8-bit 4:2:0 (format=yuv420p in the graph) whatever the source was: 10-bit,
     # HEVC or VP9 sources come out as the H.264 every browser decodes.
-    args += [
-        "-preset", preset,
-        "-profile:v", H264_PROFILE,
-        "-sc_threshold", "0",
-        "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds})",
-    ]  # fmt: skip
-    if info.has_audio:
-        for i, rendition in enumerate(renditions):
-            args += ["-map", "0:a:0", f"-c:a:{i}", "aac", f"-b:a:{i}", str(rendition.audio_bitrate)]
-    return args
+    return (
+        common
+        | _rate_args(i, rendition)
+        | {
+            f"c:v:{i}": "libx264",
+            f"preset:v:{i}": encoders.x264_preset,
+            f"profile:v:{i}": H264_PROFILE,
+            f"level:v:{i}": f"{level // 10}.{level % 10}",
+        }
+    )
 
 
-def _variant_map(info: MediaInfo, renditions: Sequence[Rendition]) -> str:
-    def variant(i: int, rendition: Rendition) -> str:
-        if rendition.audio_only:
-            return f"a:{i},name:{rendition.name}"
-        if info.has_audio:
-            return f"v:{i},a:{i},name:{rendition.name}"
-        return f"v:{i},name:{rendition.name}"
+def _audio_args(k: int, audio: AudioRendition) -> dict[str, Any]:
+    # Stereo at 48 kHz is what every HLS client decodes; 5.1 at 128 kb/s would sound worse.
+    return {
+        f"c:a:{k}": "aac",
+        f"b:a:{k}": audio.bitrate,
+        f"ar:a:{k}": audio.sample_rate,
+        f"ac:a:{k}": audio.channels,
+    }
 
-    return " ".join(variant(i, r) for i, r in enumerate(renditions))
+
+def variant_map(renditions: Sequence[Rendition], audio: Sequence[AudioRendition]) -> str:
+    """-var_stream_map: one variant per video rendition, then one per audio rendition; the
+    master that groups them is ours (services.playlists), not ffmpeg's."""
+    video = [f"v:{i},name:{r.name}" for i, r in enumerate(renditions)]
+    sound = [f"a:{k},name:{a.name}" for k, a in enumerate(audio)]
+    return " ".join(video + sound)
 
 
-def _image_output(label: str, path: Path) -> list[str]:
+def _image_output(stream: Any, path: Path) -> Any:
     # -update: one image written to a fixed name, not a numbered sequence.
-    return ["-map", label, "-c:v", "mjpeg", "-q:v", JPEG_QUALITY, "-update", "1", "-f", "image2", str(path)]
+    return ffmpeg_python.output(
+        stream, str(path), f="image2", update=1, **{"c:v": "mjpeg", "q:v": JPEG_QUALITY}
+    )
+
+
+def subtitle_source_path(out_dir: Path, subtitle: SubtitleRendition) -> Path:
+    return out_dir / subtitle.name / SUBTITLE_SOURCE_FILE
 
 
 def build_hls_command(
@@ -137,73 +216,93 @@ def build_hls_command(
     out_dir: Path,
     *,
     segment_seconds: int,
-    preset: str = "veryfast",
-    threads: int = 0,
+    audio: Sequence[AudioRendition] = (),
+    subtitles: Sequence[SubtitleRendition] = (),
+    picture: PicturePlan | None = None,
+    encoders: Encoders = Encoders(),
     segment_format: SegmentFormat = "ts",
     storyboard: StoryboardPlan | None = None,
 ) -> list[str]:
     """One ffmpeg process that decodes ``source`` once and writes every rendition as HLS.
 
-    Produces ``out_dir/master.m3u8`` and ``out_dir/<name>/index.m3u8`` with MPEG-TS
+    Produces ``out_dir/<name>/index.m3u8`` for each video and audio rendition, with MPEG-TS
     ``seg_00000.ts``… or, for ``fmp4`` (CMAF), ``init.mp4`` (``init_<name>.mp4`` when there
-    are several) and ``seg_00000.m4s``…; callers then overwrite the master with
-    ``services.playlists.write_master_playlist``. With a ``storyboard`` plan the same decode
-    also writes ``poster.jpg`` and the storyboard sprite. An audio-only plan (the one
-    ``AUDIO_ONLY`` rendition) maps the audio alone.
+    are several) and ``seg_00000.m4s``…; callers then write the master with
+    ``services.playlists.write_master_playlist``. Each subtitle track is written whole as
+    WebVTT (``subtitle_source_path``). With a ``storyboard`` plan the same decode also writes
+    ``poster.jpg`` and the storyboard sprite. Without video renditions (a sound-only source)
+    only the audio renditions are written.
     """
-    if not renditions:
+    if not renditions and not audio:
         raise ValueError("at least one rendition is needed")
     if segment_seconds <= 0:
         raise ValueError("segment_seconds must be positive")
     if set(info.format_name.split(",")) & REFUSED_DEMUXERS:
         raise InvalidMedia("Playlists are not accepted as a source; upload the video itself.")
-    audio_only = renditions[0].audio_only
-    if audio_only and not info.has_audio:
+    if audio and not info.has_audio:
         raise InvalidMedia("The file holds no audio stream.")
-    if not audio_only and info.video is None:
+    if renditions and info.video is None:
         raise InvalidMedia("The file holds no video stream.")
 
-    args = [
-        FFMPEG, "-nostdin", "-hide_banner", "-y", "-loglevel", "error",
-        "-progress", "pipe:1", "-nostats",
-        "-protocol_whitelist", "file",
-        # The demuxer the probe accepted, never a fresh guess: what ffmpeg parses is what we checked.
-        "-f", info.demuxer,
-        "-i", str(source),
-    ]  # fmt: skip
-    if audio_only:
-        args += ["-map", "0:a:0", "-c:a:0", "aac", "-b:a:0", str(renditions[0].audio_bitrate)]
-        storyboard = None
-    else:
-        args += ["-filter_complex", _filter_graph(info, renditions, storyboard)]
-        args += _video_args(info, renditions, segment_seconds, preset)
-    if threads > 0:
-        args += ["-threads", str(threads)]
-    if info.has_audio:
-        # Stereo is what every HLS client decodes; 5.1 at 64 kb/s would also sound worse.
-        args += ["-ac", "2"]
+    # The demuxer the probe accepted, never a fresh guess: what ffmpeg parses is what we
+    # checked; and only local files, whatever the container names inside it.
+    source_input = ffmpeg_python.input(str(source), f=info.demuxer, protocol_whitelist="file")
+    streams: list[Any] = []
+    options: dict[str, Any] = {}
+    extra_outputs: list[Any] = []
+    if renditions:
+        picture = picture if picture is not None else PicturePlan(False, None, False)
+        video, poster, sprite = _video_streams(info, source_input, renditions, picture, storyboard)
+        streams += video
+        for i, rendition in enumerate(renditions):
+            options |= _codec_args(i, rendition, encoders, segment_seconds)
+        options |= {
+            "sc_threshold": 0,
+            "force_key_frames": f"expr:gte(t,n_forced*{segment_seconds})",
+        }
+        if storyboard is not None:
+            extra_outputs += [
+                _image_output(poster, out_dir / POSTER_FILE),
+                _image_output(sprite, out_dir / SPRITE_FILE),
+            ]
+    for k, track in enumerate(audio):
+        streams.append(source_input[str(track.stream_index)])
+        options |= _audio_args(k, track)
+    for subtitle in subtitles:
+        extra_outputs.append(
+            ffmpeg_python.output(
+                source_input[str(subtitle.stream_index)],
+                str(subtitle_source_path(out_dir, subtitle)),
+                f="webvtt",
+                **{"c:s": "webvtt"},
+            )
+        )
+    if encoders.threads > 0:
+        options["threads"] = encoders.threads
     if segment_format == "fmp4":
         # ffmpeg expands %v in the init file's name only when there are several variants.
-        init = "init_%v.mp4" if len(renditions) > 1 else "init.mp4"
-        segments = ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", init]
+        init = "init_%v.mp4" if len(renditions) + len(audio) > 1 else "init.mp4"
+        options |= {"hls_segment_type": "fmp4", "hls_fmp4_init_filename": init}
         segment_name = "seg_%05d.m4s"
     else:
-        segments, segment_name = ["-hls_segment_type", "mpegts"], "seg_%05d.ts"
-    args += [
-        "-f", "hls",
-        "-hls_time", str(segment_seconds),
-        "-hls_playlist_type", "vod",
-        "-hls_flags", "independent_segments",
-        *segments,
-        "-hls_segment_filename", str(out_dir / "%v" / segment_name),
-        "-master_pl_name", MASTER_PLAYLIST,
-        "-var_stream_map", _variant_map(info, renditions),
+        options["hls_segment_type"] = "mpegts"
+        segment_name = "seg_%05d.ts"
+    hls = ffmpeg_python.output(
+        *streams,
         str(out_dir / "%v" / MEDIA_PLAYLIST),
-    ]  # fmt: skip
-    if storyboard is not None:
-        args += _image_output("[poster]", out_dir / POSTER_FILE) + _image_output(
-            "[sprite]", out_dir / SPRITE_FILE
-        )
+        f="hls",
+        hls_time=segment_seconds,
+        hls_playlist_type="vod",
+        hls_flags="independent_segments",
+        hls_segment_filename=str(out_dir / "%v" / segment_name),
+        master_pl_name=MASTER_PLAYLIST,
+        var_stream_map=variant_map(renditions, audio),
+        **options,
+    )
+    command = ffmpeg_python.merge_outputs(hls, *extra_outputs).global_args(
+        "-nostdin", "-hide_banner", "-loglevel", "error", "-progress", "pipe:1", "-nostats"
+    )
+    args: list[str] = command.overwrite_output().compile(cmd=encoders.ffmpeg)
     return args
 
 
@@ -236,6 +335,10 @@ def ffmpeg_failure(returncode: int, stderr_tail: Iterable[str]) -> ConveyorError
         return DiskFull(f"The disk filled up while ffmpeg wrote its output: {tail}")
     if returncode < 0:
         name = signal.Signals(-returncode).name
+        if -returncode in CRASH_SIGNALS:
+            # A crash is ffmpeg's own: the same input under the same limits crashes again (the
+            # static build dies this way when RLIMIT_AS is too small for it even to start).
+            return TranscodeFailed(f"ffmpeg crashed ({name}): {tail}")
         return TranscodeFailed(
             f"ffmpeg was killed by {name} (out of memory on the host?): {tail}", transient=True
         )

@@ -65,15 +65,19 @@ class VideoAnalysis(BaseModel):
     flags: list[str] = Field(description="Short labels of content a publisher should review.")
 
 
-def pick_rendition(renditions: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The smallest rendition that is still readable, or the largest when none is."""
-    ordered = sorted(renditions, key=lambda r: min(r["width"], r["height"]))
+def pick_rendition(renditions: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The smallest H.264 rendition that is still readable, or the largest when none is; None
+    for a source without picture."""
+    pictures = [r for r in renditions if r["width"] and r.get("codec", "h264") == "h264"]
+    if not pictures:
+        return None
+    ordered = sorted(pictures, key=lambda r: min(r["width"], r["height"]))
     readable = [r for r in ordered if min(r["width"], r["height"]) >= READABLE_SHORT_SIDE]
     return readable[0] if readable else ordered[-1]
 
 
 def rendition_to_mp4(
-    media_playlist: Path,
+    media_playlists: Sequence[Path],
     dest: Path,
     *,
     duration: float,
@@ -81,16 +85,24 @@ def rendition_to_mp4(
     on_progress: Callable[[float], None],
     should_stop: Callable[[], bool],
 ) -> Path:
-    """One mp4 of a rendition's segments, stream-copied: no re-encode, just a container the
-    Files API accepts."""
+    """One mp4 of renditions' segments (a picture and its sound live in separate renditions),
+    stream-copied: no re-encode, just a container the Files API accepts."""
     args = [
-        "ffmpeg", "-nostdin", "-hide_banner", "-y", "-loglevel", "error",
-        "-progress", "pipe:1", "-nostats",
-        "-protocol_whitelist", "file",
-        "-i", str(media_playlist),
-        "-map", "0", "-c", "copy", "-movflags", "+faststart",
-        str(dest),
-    ]  # fmt: skip
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-y",
+        "-loglevel",
+        "error",
+        "-progress",
+        "pipe:1",
+        "-nostats",
+    ]
+    for playlist in media_playlists:
+        args += ["-protocol_whitelist", "file", "-i", str(playlist)]
+    for index in range(len(media_playlists)):
+        args += ["-map", str(index)]
+    args += ["-c", "copy", "-movflags", "+faststart", str(dest)]
     try:
         run_ffmpeg(
             args,

@@ -2,25 +2,45 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import shutil
+import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from services.captions import first_segment_start, subtitle_playlist, with_timestamp_map
 from services.config import Settings
+from services.confine import confine
+from services.dash import DASH_MANIFEST, Representation, write_dash_manifest
 from services.errors import DiskFull, TranscodeFailed
-from services.ffmpeg import SegmentFormat, build_hls_command, run_ffmpeg
-from services.ladder import Rendition, plan_ladder
+from services.ffmpeg import Encoders, SegmentFormat, build_hls_command, run_ffmpeg, subtitle_source_path
+from services.ladder import (
+    DEFAULT_RATE_CONTROL,
+    AudioRendition,
+    RateControl,
+    Rendition,
+    SubtitleRendition,
+    VideoCodec,
+    plan_audio,
+    plan_ladder,
+    plan_subtitles,
+)
+from services.pictures import PicturePlan, build_idet_command, interlaced_by_idet, needs_idet, plan_picture
 from services.playlists import (
     MASTER_PLAYLIST,
     MEDIA_PLAYLIST,
     Bitrates,
     measure_bitrates,
     parse_media_playlist,
+    subtitle_entries,
+    with_audio,
     write_master_playlist,
 )
 from services.probe import MediaInfo
+from services.quality import measure_quality
 from services.storyboard import (
     POSTER_FILE,
     SPRITE_FILE,
@@ -30,9 +50,14 @@ from services.storyboard import (
     storyboard_vtt,
 )
 
+log = logging.getLogger("conveyor.transcode")
+
 # How often the runner looks at the stop flag; a cancel must end ffmpeg within 2 s of the
 # request, and the heartbeat that sets the flag already takes up to one of them.
 STOP_POLL_SECONDS = 0.2
+# The transcode's share of the stage's progress; quality receipts take the rest.
+TRANSCODE_SHARE = 0.9
+IDET_TIMEOUT_SECONDS = 60
 
 
 class SegmentsWritten:
@@ -99,6 +124,36 @@ def storyboard_plan_for(info: MediaInfo, settings: Settings) -> StoryboardPlan |
     )
 
 
+def encoders_for(settings: Settings) -> Encoders:
+    return Encoders(
+        ffmpeg=settings.ffmpeg_path,
+        x264_preset=settings.x264_preset,
+        x265_preset=settings.x265_preset,
+        svtav1_preset=settings.svtav1_preset,
+        threads=settings.ffmpeg_threads,
+    )
+
+
+def picture_plan_for(source: Path, info: MediaInfo, settings: Settings) -> PicturePlan | None:
+    """What the picture needs; a file that does not declare its field order is asked idet."""
+    if info.video is None:
+        return None
+    detected = False
+    if needs_idet(info):
+        done = subprocess.run(
+            build_idet_command(settings.ffmpeg_path, source, info),
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=IDET_TIMEOUT_SECONDS,
+            check=False,
+            preexec_fn=confine(settings.ffmpeg_memory_limit_bytes),
+        )
+        # A sample idet cannot read says nothing either way; the transcode reports real errors.
+        detected = done.returncode == 0 and interlaced_by_idet(done.stderr)
+    return plan_picture(info, detected_interlaced=detected)
+
+
 def _stills(out_dir: Path, plan: StoryboardPlan | None, duration: float) -> dict[str, Any]:
     # A poster instant past the last video frame (audio outlasting video) yields no poster;
     # the job still has its stream, so a missing still is recorded as absent, not an error.
@@ -109,8 +164,93 @@ def _stills(out_dir: Path, plan: StoryboardPlan | None, duration: float) -> dict
     return {"poster": poster, "storyboard": {"vtt": VTT_FILE, "sprite": SPRITE_FILE} | asdict(plan)}
 
 
-def _rendition_output(rendition: Rendition, measured: Bitrates) -> dict[str, Any]:
-    return asdict(rendition) | {"bandwidth": measured.peak, "average_bandwidth": measured.average}
+def _rates(measured: Bitrates) -> dict[str, int]:
+    """As the master declares them: a video rendition's include its sound."""
+    return {"bandwidth": measured.peak, "average_bandwidth": measured.average}
+
+
+def _write_subtitles(
+    out_dir: Path, subtitles: Sequence[SubtitleRendition], mpegts_start: float | None, duration: float
+) -> list[dict[str, Any]]:
+    """Each source subtitle track as one WebVTT file named by its content (segments are cached
+    as immutable) and a one-segment media playlist, like the generated captions."""
+    written = []
+    for subtitle in subtitles:
+        raw = subtitle_source_path(out_dir, subtitle)
+        vtt = with_timestamp_map(raw.read_text(errors="replace"), mpegts_start)
+        raw.unlink()
+        name = f"{hashlib.sha256(vtt.encode()).hexdigest()[:12]}.vtt"
+        (out_dir / subtitle.name / name).write_text(vtt)
+        (out_dir / subtitle.name / MEDIA_PLAYLIST).write_text(subtitle_playlist(name, duration))
+        written.append(
+            asdict(subtitle)
+            | {"playlist": f"{subtitle.name}/{MEDIA_PLAYLIST}", "vtt": f"{subtitle.name}/{name}"}
+        )
+    return written
+
+
+def _init_name(name: str, variants: int) -> str:
+    # ffmpeg expands %v in the init file's name only when there are several variants.
+    return f"init_{name}.mp4" if variants > 1 else "init.mp4"
+
+
+def _dash(
+    out_dir: Path,
+    info: MediaInfo,
+    segment_seconds: int,
+    renditions: Sequence[Rendition],
+    audio: Sequence[AudioRendition],
+    measured: Sequence[Bitrates],
+    audio_measured: Sequence[Bitrates],
+    subtitles: Sequence[tuple[SubtitleRendition, str]],
+) -> str:
+    variants = len(renditions) + len(audio)
+
+    def representation(name: str, bitrates: Bitrates) -> Representation:
+        playlist = parse_media_playlist((out_dir / name / MEDIA_PLAYLIST).read_text())
+        return Representation(name, _init_name(name, variants), playlist, bitrates)
+
+    manifest = write_dash_manifest(
+        info.duration,
+        segment_seconds,
+        [(r, representation(r.name, m)) for r, m in zip(renditions, measured, strict=True)],
+        [(a, representation(a.name, m)) for a, m in zip(audio, audio_measured, strict=True)],
+        subtitles,
+    )
+    (out_dir / DASH_MANIFEST).write_text(manifest)
+    return DASH_MANIFEST
+
+
+def quality_receipts(
+    source: Path,
+    out_dir: Path,
+    info: MediaInfo,
+    picture: PicturePlan,
+    renditions: Sequence[Rendition],
+    settings: Settings,
+    should_stop: Callable[[], bool],
+) -> list[dict[str, Any] | None]:
+    """Each rendition's quality receipt, or None for all when they cannot be measured: the
+    renditions are good whatever the measure says, so a failed measure costs the job only the
+    receipts (a cancel or a timeout still ends the stage)."""
+    try:
+        return list(
+            measure_quality(
+                settings.ffmpeg_path,
+                source,
+                info,
+                picture,
+                renditions,
+                out_dir,
+                segment_seconds=settings.segment_seconds,
+                timeout=settings.time_limits("transcode")[0],
+                memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
+                should_stop=should_stop,
+            )
+        )
+    except (TranscodeFailed, ValueError, KeyError, OSError):
+        log.warning("quality receipts could not be measured", exc_info=True)
+        return [None] * len(renditions)
 
 
 def transcode_to_hls(
@@ -121,20 +261,32 @@ def transcode_to_hls(
     info: MediaInfo,
     requested: Sequence[str] | None,
     segment_format: SegmentFormat = "ts",
+    video_codecs: Sequence[VideoCodec] = ("h264",),
+    rate_control: RateControl | None = None,
     on_progress: Callable[[float], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
-    """Write master.m3u8, one folder per rendition, the poster and the storyboard into out_dir.
-    `info` is the source as the fetch stage probed it, within the probe limits.
+    """Write master.m3u8, one folder per video, audio and subtitle rendition, the poster and
+    the storyboard (and, for fMP4, manifest.mpd) into out_dir. `info` is the source as the
+    fetch stage probed it, within the probe limits.
 
-    Returns what the stage records: the renditions with their measured bit rates, the segment
-    format and the stills' file names. On any way out but success out_dir is removed: half a
-    ladder must never be published, and a canceled job should not keep its disk.
+    Returns what the stage records: the video renditions with their measured bit rates and
+    quality receipts, the audio and subtitle renditions, the segment format, what was done
+    to the picture and the stills' file names. On any way out but success out_dir is
+    removed: half a ladder must never be published, and a canceled job should not keep its
+    disk.
     """
     try:
-        # ffmpeg's HLS muxer makes the rendition folders, but the image muxer makes none.
+        # ffmpeg's HLS muxer makes the rendition folders, but the image and WebVTT muxers none.
         out_dir.mkdir(parents=True, exist_ok=True)
-        renditions = plan_ladder(info, requested)
+        renditions = plan_ladder(
+            info, requested, codecs=video_codecs, rate_control=rate_control or DEFAULT_RATE_CONTROL
+        )
+        audio = plan_audio(info)
+        subtitles = plan_subtitles(info)
+        for subtitle in subtitles:
+            (out_dir / subtitle.name).mkdir(exist_ok=True)
+        picture = picture_plan_for(source, info, settings)
         storyboard = storyboard_plan_for(info, settings)
         args = build_hls_command(
             source,
@@ -142,32 +294,63 @@ def transcode_to_hls(
             renditions,
             out_dir,
             segment_seconds=settings.segment_seconds,
-            preset=settings.x264_preset,
-            threads=settings.ffmpeg_threads,
+            audio=audio,
+            subtitles=subtitles,
+            picture=picture,
+            encoders=encoders_for(settings),
             segment_format=segment_format,
             storyboard=storyboard,
         )
+        first = renditions[0].name if renditions else audio[0].name
         run_ffmpeg(
             args,
             duration=info.duration,
-            on_progress=on_progress,
+            on_progress=lambda percent: on_progress(percent * TRANSCODE_SHARE),
             should_stop=should_stop,
             timeout=settings.time_limits("transcode")[0],
             memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
             poll_seconds=STOP_POLL_SECONDS,
-            written_seconds=SegmentsWritten(
-                out_dir / renditions[0].name, segment_format, settings.segment_seconds
-            ),
+            written_seconds=SegmentsWritten(out_dir / first, segment_format, settings.segment_seconds),
         )
         check_complete([out_dir / rendition.name for rendition in renditions])
         measured = [measure_variant(out_dir / rendition.name) for rendition in renditions]
-        master = write_master_playlist(renditions, info.has_audio, measured, fmp4=segment_format == "fmp4")
+        audio_measured = [measure_variant(out_dir / track.name) for track in audio]
+        mpegts_start = (
+            first_segment_start(out_dir / renditions[0].name / MEDIA_PLAYLIST)
+            if renditions and subtitles
+            else None
+        )
+        written_subtitles = _write_subtitles(out_dir, subtitles, mpegts_start, info.duration)
+        master = write_master_playlist(
+            renditions,
+            measured,
+            audio=list(zip(audio, audio_measured, strict=True)),
+            subtitles=subtitle_entries(subtitles),
+            fmp4=segment_format == "fmp4",
+        )
         (out_dir / MASTER_PLAYLIST).write_text(master)
+        dash = None
+        if segment_format == "fmp4":
+            vtts = [(s, w["vtt"]) for s, w in zip(subtitles, written_subtitles, strict=True)]
+            dash = _dash(
+                out_dir, info, settings.segment_seconds, renditions, audio, measured, audio_measured, vtts
+            )
         stills = _stills(out_dir, storyboard, info.duration)
+        receipts: list[dict[str, Any] | None] = [None] * len(renditions)
+        if settings.quality_receipts and picture is not None:
+            receipts = quality_receipts(source, out_dir, info, picture, renditions, settings, should_stop)
+        on_progress(100.0)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
     return {
-        "renditions": [_rendition_output(r, m) for r, m in zip(renditions, measured, strict=True)],
+        "renditions": [
+            asdict(r) | _rates(with_audio(m, audio_measured)) | {"quality": q}
+            for r, m, q in zip(renditions, measured, receipts, strict=True)
+        ],
+        "audio": [asdict(a) | _rates(m) for a, m in zip(audio, audio_measured, strict=True)],
+        "subtitles": written_subtitles,
         "segment_format": segment_format,
+        "dash": dash,
+        "picture": asdict(picture) if picture is not None else None,
     } | stills

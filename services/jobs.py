@@ -257,7 +257,10 @@ def build_result(outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {
         "published": {"bucket": published.get("bucket"), "prefix": published.get("prefix")},
         "playback_url": published.get("playback_url"),
+        "dash_url": published.get("dash_url"),
         "renditions": published.get("renditions", []),
+        "audio": published.get("audio", []),
+        "subtitles": published.get("subtitles", []),
         "poster_url": published.get("poster_url"),
         "storyboard": published.get("storyboard"),
         "captions": analyzed.get("captions", []),

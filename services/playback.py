@@ -71,9 +71,13 @@ class PlaybackLinks:
 
         result = {key: value for key, value in job.result.items() if key != "published"}
         result["playback_url"] = link(result.get("playback_url"))
+        result["dash_url"] = link(result.get("dash_url"))
         result["poster_url"] = link(result.get("poster_url"))
-        result["renditions"] = [
-            rendition | {"url": link(rendition.get("url"))} for rendition in result.get("renditions", [])
+        for tracks in ("renditions", "audio"):
+            result[tracks] = [track | {"url": link(track.get("url"))} for track in result.get(tracks, [])]
+        result["subtitles"] = [
+            track | {"url": link(track.get("url")), "playlist_url": link(track.get("playlist_url"))}
+            for track in result.get("subtitles", [])
         ]
         storyboard = result.get("storyboard")
         if storyboard:

@@ -32,15 +32,41 @@ REFUSED_DEMUXERS = frozenset(
 VFR_TOLERANCE = 0.01
 
 
+# field_order values ffprobe prints for a stream coded as fields (top or bottom first).
+INTERLACED_FIELD_ORDERS = frozenset({"tt", "bb", "tb", "bt"})
+# Transfer characteristics of HDR video: PQ (HDR10, Dolby Vision's base) and HLG.
+HDR_TRANSFERS = frozenset({"smpte2084", "arib-std-b67"})
+# Text subtitle codecs that become WebVTT renditions; bitmap ones (dvd, pgs) would need OCR.
+TEXT_SUBTITLE_CODECS = frozenset({"mov_text", "subrip", "ass", "ssa", "webvtt", "text"})
+
+
 @dataclass(frozen=True)
 class VideoStream:
     codec: str
-    width: int  # as displayed, after rotation
+    width: int  # as displayed: square pixels (coded size x sample aspect ratio), after rotation
     height: int
     fps: float  # the mean rate; for a variable-rate source see ``variable_frame_rate``
     pix_fmt: str
     rotation: int  # degrees clockwise the player must turn the coded picture
     variable_frame_rate: bool = False
+    index: int = 0  # the stream's index in the file (cover art may come before it)
+    coded_width: int = 0  # as stored, before the sample aspect ratio and rotation
+    coded_height: int = 0
+    sample_aspect_ratio: str = "1:1"
+    field_order: str = ""  # "progressive", "tt", "bb", … or "" when the file does not say
+    color_transfer: str = ""
+    color_primaries: str = ""
+    color_space: str = ""
+    bit_rate: int = 0  # bits/s as the stream declares it, 0 when unknown
+    start_time: float = 0.0
+
+    @property
+    def hdr(self) -> bool:
+        return self.color_transfer in HDR_TRANSFERS
+
+    @property
+    def declared_interlaced(self) -> bool:
+        return self.field_order in INTERLACED_FIELD_ORDERS
 
 
 @dataclass(frozen=True)
@@ -48,6 +74,20 @@ class AudioStream:
     codec: str
     channels: int
     sample_rate: int
+    index: int = 0
+    language: str = ""  # the file's tag (ISO 639-2, e.g. "eng"), "" when untagged
+    title: str = ""
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class SubtitleStream:
+    codec: str
+    index: int
+    language: str = ""
+    title: str = ""
+    default: bool = False
+    forced: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,8 +97,11 @@ class MediaInfo:
     size_bytes: int
     bit_rate: int
     video: VideoStream | None
-    audio: AudioStream | None
+    audio: AudioStream | None  # the main sound track: the default one, else the first
     stream_count: int
+    audio_tracks: tuple[AudioStream, ...] = ()  # every sound track, in file order
+    subtitles: tuple[SubtitleStream, ...] = ()  # text subtitle tracks, in file order
+    start_time: float = 0.0
 
     @property
     def has_video(self) -> bool:
@@ -73,10 +116,13 @@ class MediaInfo:
         """The MediaInfo a stage recorded with dataclasses.asdict (the fetch stage's `media`):
         later stages read the source's facts from it instead of probing the file again."""
         video, audio = record.get("video"), record.get("audio")
+        nested = ("video", "audio", "audio_tracks", "subtitles")
         return cls(
-            **{key: value for key, value in record.items() if key not in ("video", "audio")},
+            **{key: value for key, value in record.items() if key not in nested},
             video=VideoStream(**video) if video else None,
             audio=AudioStream(**audio) if audio else None,
+            audio_tracks=tuple(AudioStream(**track) for track in record.get("audio_tracks", ())),
+            subtitles=tuple(SubtitleStream(**track) for track in record.get("subtitles", ())),
         )
 
     @property
@@ -111,8 +157,41 @@ def _rotation(stream: dict[str, Any]) -> int:
     return int(tag) % 360 if tag else 0
 
 
+def _aspect(value: str | None) -> Fraction:
+    """The sample aspect ratio ffprobe prints as "64:45"; 1 when absent, "0:1" or nonsense."""
+    num, _, den = (value or "").partition(":")
+    try:
+        ratio = Fraction(int(num), int(den))
+    except (ValueError, ZeroDivisionError):
+        return Fraction(1)
+    return ratio if ratio > 0 else Fraction(1)
+
+
+def _number(value: Any, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(value) if value not in (None, "", "N/A") else kind(0)
+    except ValueError:
+        return kind(0)
+
+
+def _declared(stream: dict[str, Any], key: str) -> str:
+    """A property ffprobe names, "" where it prints "unknown" or "unspecified" (not said)."""
+    value = str(stream.get(key) or "")
+    return "" if value in ("unknown", "unspecified", "reserved") else value
+
+
+def _tags(stream: dict[str, Any]) -> tuple[str, str]:
+    tags = {str(key).lower(): str(value) for key, value in (stream.get("tags") or {}).items()}
+    language = tags.get("language", "")
+    return ("" if language == "und" else language), tags.get("title", "")
+
+
 def _video(stream: dict[str, Any]) -> VideoStream:
-    width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
+    coded_width, coded_height = int(stream.get("width") or 0), int(stream.get("height") or 0)
+    sar = _aspect(stream.get("sample_aspect_ratio"))
+    # Anamorphic video (PAL 720x576 at 64:45, HDV 1440x1080 at 4:3) is shown wider than it is
+    # stored: renditions are square-pixel at the shown size, so the width takes the ratio.
+    width, height = round(coded_width * sar), coded_height
     rotation = _rotation(stream)
     if rotation in (90, 270):
         width, height = height, width
@@ -125,6 +204,42 @@ def _video(stream: dict[str, Any]) -> VideoStream:
         pix_fmt=str(stream.get("pix_fmt", "")),
         rotation=rotation,
         variable_frame_rate=bool(mean and base and abs(mean - base) > VFR_TOLERANCE * base),
+        index=int(stream.get("index") or 0),
+        coded_width=coded_width,
+        coded_height=coded_height,
+        sample_aspect_ratio=f"{sar.numerator}:{sar.denominator}",
+        field_order=_declared(stream, "field_order"),
+        color_transfer=_declared(stream, "color_transfer"),
+        color_primaries=_declared(stream, "color_primaries"),
+        color_space=_declared(stream, "color_space"),
+        bit_rate=_number(stream.get("bit_rate"), int),
+        start_time=_number(stream.get("start_time"), float),
+    )
+
+
+def _audio(stream: dict[str, Any]) -> AudioStream:
+    language, title = _tags(stream)
+    return AudioStream(
+        codec=str(stream.get("codec_name", "")),
+        channels=int(stream.get("channels") or 0),
+        sample_rate=int(stream.get("sample_rate") or 0),
+        index=int(stream.get("index") or 0),
+        language=language,
+        title=title,
+        default=bool((stream.get("disposition") or {}).get("default")),
+    )
+
+
+def _subtitle(stream: dict[str, Any]) -> SubtitleStream:
+    language, title = _tags(stream)
+    disposition = stream.get("disposition") or {}
+    return SubtitleStream(
+        codec=str(stream.get("codec_name", "")),
+        index=int(stream.get("index") or 0),
+        language=language,
+        title=title,
+        default=bool(disposition.get("default")),
+        forced=bool(disposition.get("forced")),
     )
 
 
@@ -147,18 +262,23 @@ def parse_probe(data: dict[str, Any], limits: ProbeLimits | None = None) -> Medi
     streams = data.get("streams") or []
     if limits is not None:
         _check_declared(streams, limits)
-    video = audio = None
-    for stream in streams:
+    video = None
+    audio_tracks: list[AudioStream] = []
+    subtitles: list[SubtitleStream] = []
+    for position, declared in enumerate(streams):
+        stream = {"index": position} | declared
         kind = stream.get("codec_type")
         disposition = stream.get("disposition") or {}
+        # The main video is the first that is not a cover picture, wherever that picture sits.
         if kind == "video" and video is None and not disposition.get("attached_pic"):
             video = _video(stream)
-        elif kind == "audio" and audio is None:
-            audio = AudioStream(
-                codec=str(stream.get("codec_name", "")),
-                channels=int(stream.get("channels") or 0),
-                sample_rate=int(stream.get("sample_rate") or 0),
-            )
+        elif kind == "audio":
+            audio_tracks.append(_audio(stream))
+        elif kind == "subtitle" and stream.get("codec_name") in TEXT_SUBTITLE_CODECS:
+            subtitles.append(_subtitle(stream))
+    audio = next(
+        (track for track in audio_tracks if track.default), audio_tracks[0] if audio_tracks else None
+    )
     duration = float(fmt.get("duration") or 0.0)
     format_name = str(fmt.get("format_name", ""))
     if set(format_name.split(",")) & REFUSED_DEMUXERS:
@@ -181,6 +301,9 @@ def parse_probe(data: dict[str, Any], limits: ProbeLimits | None = None) -> Medi
         video=video,
         audio=audio,
         stream_count=len(streams),
+        audio_tracks=tuple(audio_tracks),
+        subtitles=tuple(subtitles),
+        start_time=_number(fmt.get("start_time"), float),
     )
 
 

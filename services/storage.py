@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import html
 import mimetypes
+import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from xml.sax.saxutils import escape, quoteattr
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -25,6 +28,7 @@ CONTENT_TYPES = {
     ".m4s": "video/iso.segment",
     ".mp4": "video/mp4",
     ".vtt": "text/vtt",
+    ".mpd": "application/dash+xml",
     ".jpg": "image/jpeg",
     ".json": "application/json",
 }
@@ -111,7 +115,7 @@ def publish_tiers(files: Iterable[Path]) -> list[list[Path]]:
     playlist whose segments are missing. Within a tier the order does not matter."""
 
     def tier(path: Path) -> int:
-        if path.name == "master.m3u8":
+        if path.name == "master.m3u8" or path.suffix == ".mpd":
             return 2
         # A storyboard's WebVTT names its sprite the way a playlist names segments.
         return 1 if path.suffix in (".m3u8", ".vtt") else 0
@@ -150,9 +154,29 @@ def rewrite_vtt(text: str, url_for: Callable[[str], str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_MPD_URL = re.compile(r'(sourceURL|media)="([^"]*)"')
+_MPD_BASE_URL = re.compile(r"<BaseURL>([^<]*)</BaseURL>")
+
+
+def rewrite_mpd(text: str, url_for: Callable[[str], str]) -> str:
+    """Replace each relative init, segment and subtitle file URL of a DASH manifest
+    (services/dash.py lists them one by one) by the URL url_for gives, escaped for XML."""
+
+    def signed(match: re.Match[str]) -> str:
+        uri = html.unescape(match[2])
+        return match[0] if "://" in uri else f"{match[1]}={quoteattr(url_for(uri))}"
+
+    def signed_base(match: re.Match[str]) -> str:
+        uri = html.unescape(match[1])
+        return match[0] if "://" in uri else f"<BaseURL>{escape(url_for(uri))}</BaseURL>"
+
+    return _MPD_BASE_URL.sub(signed_base, _MPD_URL.sub(signed, text))
+
+
 REWRITERS: dict[str, Callable[[str, Callable[[str], str]], str]] = {
     ".m3u8": rewrite_playlist,
     ".vtt": rewrite_vtt,
+    ".mpd": rewrite_mpd,
 }
 
 
@@ -240,6 +264,20 @@ def remove_published(delivery: Delivery, keys: list[str]) -> None:
         delivery.client.delete_objects(Bucket=delivery.bucket, Delete={"Objects": batch, "Quiet": True})
 
 
+def _video_rendition(rendition: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": rendition["name"],
+        "codec": rendition.get("codec", "h264"),
+        "width": rendition["width"] or None,
+        "height": rendition["height"] or None,
+        "fps": rendition.get("fps") or None,
+        "bandwidth": rendition["bandwidth"],
+        "average_bandwidth": rendition.get("average_bandwidth"),
+        "url": f"{rendition['name']}/index.m3u8",
+        "quality": rendition.get("quality"),
+    }
+
+
 def publish_hls(
     delivery: Delivery,
     hls_dir: Path,
@@ -249,28 +287,42 @@ def publish_hls(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
     """Publish a transcode's output (``transcoded`` is what the transcode stage recorded): the
-    master playlist, each rendition's playlist, the poster and the storyboard, each named by
-    its path under `prefix` (services/playback.py makes links of them)."""
+    master playlist (and the DASH manifest), each video, audio and subtitle rendition's
+    playlist, the poster and the storyboard, each named by its path under `prefix`
+    (services/playback.py makes links of them)."""
     publish_tree(delivery, hls_dir, prefix, on_progress, should_stop)
     storyboard = transcoded.get("storyboard")
     poster = transcoded.get("poster")
+    dash = transcoded.get("dash")
     return {
         "bucket": delivery.bucket,
         "prefix": prefix,
         "playback_url": "master.m3u8",
+        "dash_url": dash or None,
         "segment_format": transcoded.get("segment_format", "ts"),
-        "renditions": [
+        "renditions": [_video_rendition(r) for r in transcoded["renditions"]],
+        "audio": [
             {
-                "name": rendition["name"],
-                # An audio-only rendition has no picture: null, not a 0x0 one.
-                "width": rendition["width"] or None,
-                "height": rendition["height"] or None,
-                "fps": rendition.get("fps") or None,
-                "bandwidth": rendition["bandwidth"],
-                "average_bandwidth": rendition.get("average_bandwidth"),
-                "url": f"{rendition['name']}/index.m3u8",
+                "name": track["name"],
+                "language": track["language"] or None,
+                "title": track["title"],
+                "default": track["default"],
+                "bandwidth": track["bandwidth"],
+                "url": f"{track['name']}/index.m3u8",
             }
-            for rendition in transcoded["renditions"]
+            for track in transcoded.get("audio", [])
+        ],
+        "subtitles": [
+            {
+                "name": track["name"],
+                "language": track["language"] or None,
+                "title": track["title"],
+                "default": track["default"],
+                "forced": track["forced"],
+                "url": track["vtt"],
+                "playlist_url": track["playlist"],
+            }
+            for track in transcoded.get("subtitles", [])
         ],
         "poster_url": poster or None,
         "storyboard": None

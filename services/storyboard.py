@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 POSTER_FILE = "poster.jpg"
 SPRITE_FILE = "storyboard.jpg"
@@ -64,17 +65,27 @@ def poster_time(duration: float) -> float:
     return min(duration * POSTER_FRACTION, POSTER_MAX_SECONDS)
 
 
-def poster_filter(at: float, width: int, height: int) -> str:
+def poster_steps(stream: Any, at: float, width: int, height: int) -> Any:
+    """ffmpeg-python steps from the picture to the poster frame."""
     # trim drops everything before the poster's instant, select keeps the first frame after.
-    return f"trim=start={at:.3f},select=eq(n\\,0),scale={width}:{height},setsar=1"
+    return (
+        stream.filter("trim", start=f"{at:.3f}")
+        .filter("select", "eq(n,0)")
+        .filter("scale", width, height)
+        .filter("setsar", 1)
+    )
 
 
-def storyboard_filter(plan: StoryboardPlan) -> str:
+def storyboard_steps(stream: Any, plan: StoryboardPlan) -> Any:
+    """ffmpeg-python steps from the picture to the one sprite sheet."""
     # The first frame at or after each multiple of the interval, never more than planned, so
     # the sheet and the WebVTT agree; tile lays them out row by row and emits one sheet.
-    select = f"select=lt(selected_n\\,{plan.count})*gte(t\\,selected_n*{plan.interval:g})"
-    tile = f"tile={plan.columns}x{plan.rows}:nb_frames={plan.count}"
-    return f"{select},scale={plan.tile_width}:{plan.tile_height},setsar=1,{tile}"
+    return (
+        stream.filter("select", f"lt(selected_n,{plan.count})*gte(t,selected_n*{plan.interval:g})")
+        .filter("scale", plan.tile_width, plan.tile_height)
+        .filter("setsar", 1)
+        .filter("tile", f"{plan.columns}x{plan.rows}", nb_frames=plan.count)
+    )
 
 
 def _timestamp(seconds: float) -> str:

@@ -17,6 +17,7 @@ def analyze(ctx: StageContext) -> dict[str, Any]:
         renditions=ctx.outputs["transcode"]["renditions"],
         prefix=ctx.outputs["upload"]["prefix"],
         work_dir=ctx.workspace.stage_dir(ctx.job_id, "analyze", ctx.attempt),
+        audio=ctx.outputs["transcode"].get("audio", []),
     )
     return analyze_job(
         inputs,

@@ -119,7 +119,8 @@ class Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         settings, signal = self.ctx.settings, self.ctx.stop_signal
-        written, last_write = -1.0, 0.0
+        # The claim wrote progress 0; the first write is the first progress the body reports.
+        written, last_write = 0.0, 0.0
         while not self.done.wait(HEARTBEAT_TICK_SECONDS):
             if signal():  # the lease ran out without a renewal: stop (self-fencing)
                 return

@@ -1,5 +1,5 @@
 """transcode (queue `video`): one ffmpeg process writes every HLS rendition, the poster and
-the storyboard."""
+the storyboard; a second measures each rendition's quality."""
 
 from typing import Any
 
@@ -19,6 +19,8 @@ def transcode(ctx: StageContext) -> dict[str, Any]:
         info=MediaInfo.from_record(ctx.outputs["fetch"]["media"]),
         requested=ctx.options.get("renditions"),
         segment_format=ctx.options.get("segment_format") or "ts",
+        video_codecs=ctx.options.get("video_codecs") or ("h264",),
+        rate_control=ctx.options.get("rate_control"),
         on_progress=ctx.progress,
         should_stop=ctx.should_stop,
     )

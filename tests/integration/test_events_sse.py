@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def clip_720p(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Long enough that transcoding its four renditions spans several one-second heartbeats.
-    return make_clip(tmp_path_factory.mktemp("sse") / "clip.mp4", width=1280, height=720, seconds=5)
+    return make_clip(tmp_path_factory.mktemp("sse") / "clip.mp4", width=1280, height=720, seconds=10)
 
 
 def read_stream(

@@ -59,8 +59,10 @@ def hls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, 
 def upload(hls: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> Path:
     out, renditions = hls
     rendition = pick_rendition(renditions)
+    assert rendition is not None
+    # The picture and its sound, which live in separate renditions, in one file.
     return rendition_to_mp4(
-        out / rendition["name"] / "index.m3u8",
+        [out / rendition["name"] / "index.m3u8", out / "audio-0" / "index.m3u8"],
         tmp_path / "upload.mp4",
         duration=3.0,
         settings=get_settings(),

@@ -19,7 +19,7 @@ from services.config import get_settings
 from services.storage import ensure_bucket, make_s3_client
 from tests.fixtures import ApiClient, WorkerPool, WorkerProcess, make_key, start_worker, stop_worker
 from tests.gemini_server import TRANSCRIPT, FakeGoogle, serving, worker_env
-from tests.media import make_clip
+from tests.media import make_clip, make_multilingual_clip
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +95,8 @@ def test_upload_job_is_analyzed_by_gemini_and_captioned(
     assert "00:00:00.200 --> 00:00:01.400\nWelcome to the test pattern." in vtt.text
 
     master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text, uri=result["playback_url"])
-    [media] = master.media
+    [sound, media] = master.media
+    assert (sound.type, sound.group_id, sound.default) == ("AUDIO", "audio", "YES")
     assert (media.type, media.group_id, media.language) == ("SUBTITLES", "subs", "en")
     assert [p.stream_info.subtitles for p in master.playlists] == ["subs"] * 4
     # Through the API: the subtitle playlist's WebVTT is a freshly signed URL of the bucket.
@@ -105,6 +106,33 @@ def test_upload_job_is_analyzed_by_gemini_and_captioned(
     for playlist in master.playlists:
         assert playlist.absolute_uri.startswith(result["playback_url"].rsplit("/", 1)[0])
         assert requests.get(playlist.absolute_uri, timeout=10).status_code == 200
+
+
+def test_captions_join_the_sources_subtitles_and_gemini_hears_the_sound(
+    entitled: ApiClient, google_worker: WorkerProcess, fake: FakeGoogle, tmp_path: Path
+) -> None:
+    client = entitled
+    clip = make_multilingual_clip(tmp_path / "two.mkv", subtitle="Subtitle from the file")
+    answer = client.upload(clip, {"renditions": ["360p"], "analysis": {"backend": "gemini"}})
+    assert answer.status_code == 202, answer.text
+    job = client.wait_for_job(answer.json()["id"])
+    assert job["status"] == "succeeded", (job, google_worker.log()[-3000:])
+    result = job["result"]
+    # What Gemini got is the picture with its (default) sound: they live in separate renditions.
+    [uploaded] = fake.received.values()
+    sent = tmp_path / "sent.mp4"
+    sent.write_bytes(uploaded)
+    assert sorted(s["codec_type"] for s in streams(str(sent))) == ["audio", "video"]
+
+    master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text, uri=result["playback_url"])
+    subtitles = [(m.name, m.language, m.default) for m in master.media if m.type == "SUBTITLES"]
+    assert subtitles == [("English", "en", "NO"), ("English (captions)", "en", "YES")]
+    assert [m.language for m in master.media if m.type == "AUDIO"] == ["en", "fr"]
+    assert [p.stream_info.subtitles for p in master.playlists] == ["subs"]
+    [source_track] = result["subtitles"]
+    assert "Subtitle from the file" in requests.get(source_track["url"], timeout=10).text
+    [caption] = result["captions"]
+    assert "Welcome to the test pattern." in requests.get(caption["url"], timeout=10).text
 
 
 def test_s3_source_job(

@@ -51,6 +51,13 @@ def test_document_is_public_and_lists_every_route(api_url: str) -> None:
         "/JobRequest"
     )
     assert {"401", "429", "202"} <= set(jobs["post"]["responses"])
+    options = document["components"]["schemas"]["JobOptions"]["properties"]
+    codecs = options["video_codecs"]["anyOf"][0]["items"]
+    assert codecs["enum"] == ["h264", "hevc", "av1"]
+    assert options["rate_control"]["anyOf"][0]["enum"] == ["capped_crf", "bitrate"]
+    result = document["components"]["schemas"]["JobResult"]["properties"]
+    assert {"audio", "subtitles", "dash_url", "renditions"} <= set(result)
+    assert "quality" in document["components"]["schemas"]["RenditionOut"]["properties"]
     assert document["paths"]["/api/v1/queue/health"]["get"]["security"] == []
     assert "403" in document["paths"]["/api/v1/queue/stats"]["get"]["responses"]
 

@@ -73,7 +73,15 @@ def test_upload_to_hls_analysis_and_webhook(
     video = next(s for s in streams if s["codec_type"] == "video")
     assert (video["width"], video["height"]) == (1280, 720)
     assert int(video["nb_read_frames"]) == 90
-    assert any(s["codec_type"] == "audio" for s in streams)
+    assert [s["codec_type"] for s in streams] == ["video"]  # the sound is its own rendition
+    [sound] = result["audio"]
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", sound["url"]],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    [audio] = json.loads(probe.stdout)["streams"]
+    assert (audio["codec_name"], audio["sample_rate"], audio["channels"]) == ("aac", "48000", 2)
+    assert all(r["quality"]["metric"] == "vmaf" for r in result["renditions"])
 
     analysis = result["analysis"]
     assert analysis["backend"] == "local"
@@ -111,8 +119,9 @@ def test_a_sound_only_upload_goes_through_all_five_stages(
     assert all(stage["status"] == "succeeded" for stage in job["stages"][:4]), job["stages"]
 
     result = job["result"]
-    [rendition] = result["renditions"]
-    assert (rendition["width"], rendition["height"]) == (None, None)
+    assert result["renditions"] == []
+    [sound] = result["audio"]
+    assert (sound["name"], sound["default"]) == ("audio-0", True)
     assert result["poster_url"] is None and result["storyboard"] is None
     master = m3u8.loads(requests.get(result["playback_url"], timeout=10).text, uri=result["playback_url"])
     [variant] = master.playlists

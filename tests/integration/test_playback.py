@@ -5,6 +5,7 @@ afterwards; a wrong token is a 404, and revoking makes the old links 404."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,7 +15,7 @@ import requests
 
 from services.config import Settings
 from tests.fixtures import ApiClient, WorkerProcess, wait_until
-from tests.media import make_clip
+from tests.media import make_clip, make_multilingual_clip
 from tests.ops_fixtures import api_server
 
 pytestmark = pytest.mark.integration
@@ -87,3 +88,32 @@ def test_an_old_job_keeps_playing_after_the_presigned_lifetime(
     assert revoked.status_code == 200
     assert requests.get(result["playback_url"], timeout=10).status_code == 404
     assert requests.get(revoked.json()["playback_url"], timeout=10).status_code == 200
+
+
+def test_sound_subtitles_and_dash_play_through_the_api(
+    client: ApiClient, workers: WorkerProcess, tmp_path: Path
+) -> None:
+    """The DASH manifest, sound and subtitle renditions are served like playlists: every URL
+    inside signed now, whatever the lifetime of the ones handed out before."""
+    clip = make_multilingual_clip(tmp_path / "two.mkv", seconds=2.0, subtitle="Served subtitles")
+    answer = client.upload(clip, {"renditions": ["240p"], "segment_format": "fmp4"})
+    job = client.wait_for_job(answer.json()["id"])
+    assert job["status"] == "succeeded", job
+    result = client.get(f"/api/v1/jobs/{job['id']}/result").json()
+    for track in result["audio"]:
+        assert track["url"].startswith(client.base + "/api/v1/playback/")
+        assert "#EXTINF" in requests.get(track["url"], timeout=10).text
+    [subtitle] = result["subtitles"]
+    assert "Served subtitles" in requests.get(subtitle["url"], timeout=10).text
+    manifest = requests.get(result["dash_url"], timeout=10)
+    assert manifest.status_code == 200 and manifest.headers["Content-Type"].startswith("application/dash+xml")
+    root = ET.fromstring(manifest.text)
+    urls = [
+        e.get("sourceURL") or e.get("media")
+        for e in root.iter()
+        if e.tag.endswith(("Initialization", "SegmentURL"))
+    ]
+    assert len(urls) >= 2 * 3  # an init section and segments for the video and both sound tracks
+    for url in urls:
+        assert url and "X-Amz-Signature=" in url
+        assert requests.get(url, timeout=10).status_code == 200

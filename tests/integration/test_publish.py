@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import itertools
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
-from services.config import get_settings
+from services.config import Settings, get_settings
 from services.errors import StorageFailed
-from services.storage import Delivery, ensure_bucket, make_s3_client, publish_tiers, publish_tree
+from services.hls import transcode_to_hls
+from services.probe import probe
+from services.storage import Delivery, ensure_bucket, make_s3_client, publish_hls, publish_tiers, publish_tree
+from tests.media import make_multilingual_clip
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +105,37 @@ def test_an_upload_boto3_gives_up_on_is_a_storage_failure(s3_server: str, tmp_pa
     with pytest.raises(StorageFailed) as failure:
         publish_tree(delivery, hls_tree(tmp_path / "hls"), "hls/x")
     assert failure.value.transient
+
+
+def test_audio_subtitles_and_dash_are_published_under_their_paths(s3_server: str, tmp_path: Path) -> None:
+    """Sound and subtitle renditions and the DASH manifest are published as written, and named
+    in the result by their paths (the API serves them with fresh URLs: test_playback.py)."""
+    source = make_multilingual_clip(tmp_path / "two.mkv", seconds=2.0, subtitle="Published subtitles")
+    settings = Settings(segment_seconds=1, quality_receipts=False)
+    out = tmp_path / "hls"
+    transcoded = transcode_to_hls(
+        source, out, settings, info=probe(source), requested=["240p"], segment_format="fmp4",
+        on_progress=lambda _: None, should_stop=lambda: False,
+    )  # fmt: skip
+    client = make_s3_client(get_settings())
+    ensure_bucket(client, BUCKET)
+    delivery = Delivery(client=client, bucket=BUCKET, public_base_url=None, presign_seconds=600)
+    published = publish_hls(delivery, out, "jobs/dash", transcoded)
+
+    assert [(a["name"], a["language"], a["url"]) for a in published["audio"]] == [
+        ("audio-0", "en", "audio-0/index.m3u8"),
+        ("audio-1", "fr", "audio-1/index.m3u8"),
+    ]
+    [subtitle] = published["subtitles"]
+    assert published["dash_url"] == "manifest.mpd"
+
+    def stored(path: str) -> str:
+        body: bytes = client.get_object(Bucket=BUCKET, Key=f"jobs/dash/{path}")["Body"].read()
+        return body.decode()
+
+    for track in published["audio"]:
+        assert stored(track["url"]) == (out / track["url"]).read_text()  # verbatim: relative URIs
+    assert "Published subtitles" in stored(subtitle["url"])
+    manifest = ET.fromstring(stored("manifest.mpd"))
+    media = [e.get("sourceURL") or e.get("media") for e in manifest.iter() if e.tag.endswith("SegmentURL")]
+    assert media and all(url and "://" not in url for url in media)

@@ -181,17 +181,22 @@ def test_audio_only_gets_an_audio_only_rendition(tmp_path: Path, name: str, code
         str(source),
     )
     output = transcode(source, tmp_path / "hls")
-    assert [r["name"] for r in output["renditions"]] == ["audio"]
-    assert (output["poster"], output["storyboard"]) == (None, None)
-    (variant,) = m3u8.load(str(tmp_path / "hls" / "master.m3u8")).playlists
-    assert variant.uri == "audio/index.m3u8"
+    assert output["renditions"] == []
+    assert [a["name"] for a in output["audio"]] == ["audio-0"]
+    assert (output["poster"], output["storyboard"], output["picture"]) == (None, None, None)
+    master = m3u8.load(str(tmp_path / "hls" / "master.m3u8"))
+    (variant,) = master.playlists
+    assert variant.uri == "audio-0/index.m3u8"
     assert variant.stream_info.codecs == "mp4a.40.2"
     assert variant.stream_info.resolution is None
     assert variant.stream_info.bandwidth >= variant.stream_info.average_bandwidth > 0
-    found = streams(tmp_path / "hls" / "audio" / "index.m3u8")
+    (sound,) = master.media
+    assert (sound.type, sound.default, sound.uri) == ("AUDIO", "YES", "audio-0/index.m3u8")
+    found = streams(tmp_path / "hls" / "audio-0" / "index.m3u8")
     assert set(found) == {"audio"}
     assert (found["audio"]["codec_name"], found["audio"]["channels"]) == ("aac", 2)
-    media = m3u8.load(str(tmp_path / "hls" / "audio" / "index.m3u8"))
+    assert found["audio"]["sample_rate"] == "48000"  # resampled from the source's 44.1 kHz
+    media = m3u8.load(str(tmp_path / "hls" / "audio-0" / "index.m3u8"))
     assert sum(s.duration for s in media.segments) == pytest.approx(3.0, abs=0.1)
 
 
@@ -212,7 +217,8 @@ def test_browser_unfriendly_codecs_become_8_bit_h264_and_aac(
     # The production preset: ultrafast leaves out the tools that make x264 signal High.
     transcode(source, tmp_path / "hls", x264_preset="veryfast")
     found = streams(tmp_path / "hls" / "240p" / "index.m3u8")
-    video, audio = found["video"], found["audio"]
+    video, audio = found["video"], streams(tmp_path / "hls" / "audio-0" / "index.m3u8")["audio"]
+    assert set(found) == {"video"}  # the sound is in its own rendition
     assert (video["codec_name"], video["profile"], video["pix_fmt"]) == ("h264", "High", "yuv420p")
     assert audio["codec_name"] == "aac"
 
@@ -265,5 +271,7 @@ def test_fmp4_segments_and_init_sections(tmp_path: Path) -> None:
         assert media.segment_map[0].uri == f"init_{name}.mp4"
         assert all(s.uri.endswith(".m4s") for s in media.segments)
         assert not list((tmp_path / "hls" / name).glob("*.ts"))
-        found = streams(tmp_path / "hls" / variant.uri)
-        assert (found["video"]["codec_name"], found["audio"]["codec_name"]) == ("h264", "aac")
+        assert streams(tmp_path / "hls" / variant.uri)["video"]["codec_name"] == "h264"
+    sound = m3u8.load(str(tmp_path / "hls" / "audio-0" / "index.m3u8"))
+    assert sound.segment_map[0].uri == "init_audio-0.mp4"
+    assert streams(tmp_path / "hls" / "audio-0" / "index.m3u8")["audio"]["codec_name"] == "aac"

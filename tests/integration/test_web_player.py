@@ -4,6 +4,7 @@ Gemini-analysed job's transcript and captions (against tests/gemini_server.py's 
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -18,7 +19,7 @@ from services.config import get_settings
 from services.storage import make_s3_client
 from tests.fixtures import REPO, WorkerPool, WorkerProcess, make_key, start_worker, stop_worker
 from tests.gemini_server import TRANSCRIPT, serving, worker_env
-from tests.media import make_clip
+from tests.media import make_clip, make_multilingual_clip
 
 pytestmark = pytest.mark.integration
 
@@ -159,6 +160,78 @@ def test_upload_follow_and_play_in_the_browser(
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "job-page.png", full_page=True)
+    assert errors == []
+
+
+def test_switch_sound_language_and_subtitles_and_read_each_renditions_quality(
+    page: Page, api_url: str, api_key: str, workers: WorkerProcess, tmp_path: Path
+) -> None:
+    clip = make_multilingual_clip(tmp_path / "two-languages.mkv", subtitle="Hello from the source")
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(api_url)
+    sign_in(page, api_key)
+    submit_and_open(page, clip, ("240p", "360p"), "local")
+    page.wait_for_function("() => window.conveyorPlayer?.levels.length > 0")
+
+    # Each rendition says how good it looks, on the page and in the quality switcher.
+    renditions = page.locator(".renditions li")
+    expect(renditions).to_have_count(2)
+    for text in renditions.locator(".quality").all_inner_texts():
+        assert text.startswith("VMAF "), text
+    labels = page.locator(".quality option").all_inner_texts()
+    assert all("VMAF" in label for label in labels[1:]), labels
+
+    sound = page.locator(".sound")
+    expect(sound.locator("option")).to_have_text(["English", "Français"])
+    expect(sound).to_have_value("0")
+    page.click(".player .play")
+    page.wait_for_function("() => document.querySelector('video').currentTime > 0")
+    sound.select_option("1")
+    page.wait_for_function("() => window.conveyorPlayer.audioTrack === 1")
+    # hls.js fetched the French rendition's playlist and segments, and playback goes on.
+    page.wait_for_function(
+        "() => performance.getEntriesByType('resource').some(e => /audio-1\\/seg_\\d+\\.ts/.test(e.name))"
+    )
+    assert any("/audio-1/index.m3u8" in url for url in requested)
+    at = page.evaluate("document.querySelector('video').currentTime")
+    page.wait_for_function("t => document.querySelector('video').currentTime > t", arg=at)
+
+    captions = page.locator(".captions")
+    expect(captions.locator("option")).to_have_text(["Off", "English"])
+    expect(captions).to_have_value("-1")  # the source's track is not a default one
+    page.evaluate("document.querySelector('video').currentTime = 0")
+    captions.select_option("0")
+    page.wait_for_function(
+        "text => [...document.querySelector('video').textTracks].some("
+        "track => track.mode === 'showing' && [...(track.cues || [])].some(cue => cue.text === text))",
+        arg="Hello from the source",
+    )
+    captions.select_option("-1")
+    page.wait_for_function(
+        "() => ![...document.querySelector('video').textTracks].some(track => track.mode === 'showing')"
+    )
+
+
+def test_a_sound_only_upload_plays_its_audio_rendition(
+    page: Page, api_url: str, api_key: str, workers: WorkerProcess, tmp_path: Path
+) -> None:
+    sound = tmp_path / "talk.m4a"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+         "sine=frequency=440:sample_rate=44100:duration=3", "-c:a", "aac", str(sound)],
+        check=True,
+    )  # fmt: skip
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.goto(api_url)
+    sign_in(page, api_key)
+    submit_and_open(page, sound, ("240p",), "local")
+    # The master's one variant is the default sound track itself: hls.js plays it.
+    page.wait_for_function("() => window.conveyorPlayer?.levels.length === 1")
+    page.click(".player .play")
+    page.wait_for_function("() => document.querySelector('video').currentTime > 0.5")
+    expect(page.locator(".player .error")).to_be_hidden()
     assert errors == []
 
 

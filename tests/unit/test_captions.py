@@ -111,3 +111,25 @@ def test_track_name_cannot_close_the_attribute() -> None:
 )
 def test_language_tag(value: str | None, tag: str) -> None:
     assert language_tag(value) == tag
+
+
+def test_generated_captions_join_the_sources_subtitles_in_one_group() -> None:
+    with_source = MASTER.replace(
+        "#EXT-X-STREAM-INF:BANDWIDTH=1000000",
+        '#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",LANGUAGE="en",NAME="English",DEFAULT=YES,'
+        'AUTOSELECT=YES,URI="text-0/index.m3u8"\n#EXT-X-STREAM-INF:BANDWIDTH=1000000',
+        1,
+    ).replace('mp4a.40.2"', 'mp4a.40.2",SUBTITLES="subs"')
+    text = add_subtitles(with_source, [ENGLISH])
+    parsed = m3u8.loads(text)
+    subs = [(m.uri, m.name, m.default) for m in parsed.media if m.type == "SUBTITLES"]
+    # The source's track stays (and stays the default); the captions get a name of their own.
+    assert subs == [
+        ("text-0/index.m3u8", "English", "YES"),
+        ("subtitles/en.m3u8", "English (captions)", "NO"),
+    ]
+    assert all(p.stream_info.subtitles == "subs" for p in parsed.playlists)
+    assert text.count('SUBTITLES="subs"') == 2
+    assert add_subtitles(text, [ENGLISH]) == text
+    # Without captions the source's track still keeps every variant in the group.
+    assert m3u8.loads(add_subtitles(with_source, [])).playlists[0].stream_info.subtitles == "subs"

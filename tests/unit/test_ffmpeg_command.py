@@ -1,26 +1,32 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import m3u8
 import pytest
 
 from services.errors import InvalidMedia
-from services.ffmpeg import build_hls_command
-from services.ladder import AUDIO_ONLY, Rendition, plan_ladder
+from services.ffmpeg import Encoders, build_hls_command, ffmpeg_failure
+from services.ladder import Rendition, plan_audio, plan_ladder, plan_subtitles
+from services.pictures import PicturePlan
 from services.playlists import (
     Bitrates,
+    SubtitleEntry,
     codecs_attribute,
     h264_level,
+    hevc_level,
     measure_bitrates,
     parse_media_playlist,
+    video_codec,
     write_master_playlist,
 )
-from services.probe import AudioStream, MediaInfo, VideoStream
+from services.probe import AudioStream, MediaInfo, SubtitleStream, VideoStream
 from services.storyboard import plan_storyboard
 
 SOURCE = Path("/work/jobs/j1/source.mp4")
 OUT = Path("/work/jobs/j1/hls")
+SDR = PicturePlan(deinterlace=False, tone_map=None, bt601=False)
 
 
 def media(
@@ -32,64 +38,102 @@ def media(
     video: bool = True,
     vfr: bool = False,
     fmt: str = "mov,mp4",
+    video_index: int = 0,
+    tracks: tuple[AudioStream, ...] | None = None,
+    subtitles: tuple[SubtitleStream, ...] = (),
 ) -> MediaInfo:
+    # bit_rate 0: nothing caps the ladder unless a test says so.
+    main = AudioStream("aac", 2, 48_000, index=video_index + 1)
+    sound = (tracks if tracks is not None else (main,)) if audio else ()
     return MediaInfo(
         format_name=fmt,
         duration=10.0,
         size_bytes=1_000_000,
-        bit_rate=800_000,
-        video=VideoStream("h264", width, height, fps, "yuv420p", 0, vfr) if video else None,
-        audio=AudioStream("aac", 2, 48_000) if audio else None,
-        stream_count=2 if audio else 1,
+        bit_rate=0,
+        video=VideoStream("h264", width, height, fps, "yuv420p", 0, vfr, index=video_index)
+        if video
+        else None,
+        audio=sound[0] if sound else None,
+        stream_count=len(sound) + (1 if video else 0) + len(subtitles),
+        audio_tracks=sound,
+        subtitles=subtitles,
     )
 
 
-def command(info: MediaInfo, renditions: list[Rendition] | None = None, seg: int = 4) -> list[str]:
+def command(
+    info: MediaInfo,
+    renditions: list[Rendition] | None = None,
+    seg: int = 4,
+    picture: PicturePlan = SDR,
+    **kwargs: object,
+) -> list[str]:
     planned = plan_ladder(info) if renditions is None else renditions
-    return build_hls_command(SOURCE, info, planned, OUT, segment_seconds=seg)
+    return build_hls_command(
+        SOURCE, info, planned, OUT, segment_seconds=seg, audio=plan_audio(info), picture=picture, **kwargs
+    )  # type: ignore[arg-type]
 
 
 def value_of(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
 
 
+def maps(args: list[str]) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == "-map"]
+
+
 def test_input_is_locked_down_and_read_once() -> None:
-    args = command(media())
-    assert args[0] == "ffmpeg"
+    args = command(media(), encoders=Encoders(ffmpeg="/opt/ffmpeg"))
+    assert args[0] == "/opt/ffmpeg"
     assert args.count("-i") == 1
     assert value_of(args, "-i") == str(SOURCE)
     assert value_of(args, "-protocol_whitelist") == "file"
-    assert args.index("-protocol_whitelist") < args.index("-i")
+    # The demuxer the probe accepted is forced, so ffmpeg cannot guess another one.
+    assert args[1 : args.index("-i")] == ["-f", "mov", "-protocol_whitelist", "file"]
     for flag in ("-nostdin", "-hide_banner", "-y", "-nostats"):
-        assert args.index(flag) < args.index("-i")
+        assert flag in args
     assert value_of(args, "-progress") == "pipe:1"
     assert value_of(args, "-loglevel") == "error"
-    # The demuxer the probe accepted is forced, so ffmpeg cannot guess another one.
-    assert args[args.index("-i") - 2 : args.index("-i")] == ["-f", "mov"]
 
 
 def test_one_decode_scaled_once_to_the_top_and_cascaded_below() -> None:
     graph = value_of(command(media()), "-filter_complex")
     assert graph.split(";") == [
-        "[0:v:0]scale=1280:720,setsar=1,format=yuv420p,split=4[c0][c1][c2][v3]",
-        "[c0]scale=426:240,setsar=1[v0]",
-        "[c1]scale=640:360,setsar=1[v1]",
-        "[c2]scale=854:480,setsar=1[v2]",
+        "[0:0]scale=1280:720[s0]",
+        "[s0]setsar=1[s1]",
+        "[s1]format=yuv420p[s2]",
+        "[s2]setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv[s3]",
+        "[s3]split=4[s4][s5][s6][s7]",
+        "[s7]scale=426:240[s8]",
+        "[s8]setsar=1[s9]",
+        "[s6]scale=640:360[s10]",
+        "[s10]setsar=1[s11]",
+        "[s5]scale=854:480[s12]",
+        "[s12]setsar=1[s13]",
     ]
     assert "fps=" not in graph  # 30 fps source: nothing to drop
 
 
 def test_a_single_rendition_needs_no_split() -> None:
     graph = value_of(command(media(320, 240)), "-filter_complex")
-    assert graph == "[0:v:0]scale=320:240,setsar=1,format=yuv420p[v0]"
+    assert graph == (
+        "[0:0]scale=320:240[s0];[s0]setsar=1[s1];[s1]format=yuv420p[s2];"
+        "[s2]setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv[s3]"
+    )
+
+
+def test_the_main_video_is_taken_by_its_index_so_cover_art_first_is_skipped() -> None:
+    args = command(media(video_index=1))
+    assert value_of(args, "-filter_complex").startswith("[0:1]scale=")
+    assert not any("0:v:0" in a for a in args)
+    assert "0:2" in maps(args)  # the sound, by index too
 
 
 def test_frame_rate_is_reduced_only_where_the_rendition_is_slower() -> None:
     args = command(media(1920, 1080, fps=60.0))
     graph = value_of(args, "-filter_complex")
-    assert graph.startswith("[0:v:0]scale=1920:1080,")
-    assert "[c0]fps=30,scale=426:240" in graph
-    assert "[c3]scale=1280:720" in graph  # 720p keeps 60
+    assert graph.startswith("[0:0]scale=1920:1080[s0]")
+    assert "fps=30" in graph
+    assert graph.count("fps=") == 3  # 240p, 360p, 480p; 720p keeps 60
     assert value_of(args, "-g:v:0") == "120"  # 30 fps x 4 s
     assert value_of(args, "-g:v:3") == "240"  # 60 fps x 4 s
     assert value_of(args, "-keyint_min:v:3") == "240"
@@ -104,48 +148,127 @@ def test_keyframes_are_forced_on_the_segment_boundary(seg: int) -> None:
     assert value_of(args, "-g:v:0") == str(30 * seg)
 
 
-def test_per_rendition_rates() -> None:
-    planned = plan_ladder(media())
+def test_bitrate_mode_sets_rates_per_rendition() -> None:
+    planned = plan_ladder(media(), rate_control="bitrate")
     args = command(media(), planned)
     for i, rendition in enumerate(planned):
         assert value_of(args, f"-c:v:{i}") == "libx264"
         assert value_of(args, f"-b:v:{i}") == str(rendition.video_bitrate)
         assert value_of(args, f"-maxrate:v:{i}") == str(rendition.maxrate)
         assert value_of(args, f"-bufsize:v:{i}") == str(rendition.bufsize)
-        assert value_of(args, f"-b:a:{i}") == str(rendition.audio_bitrate)
-    assert value_of(args, "-profile:v") == "high"
+        assert value_of(args, f"-profile:v:{i}") == "high"
+        assert f"-crf:v:{i}" not in args
 
 
-def test_var_stream_map_with_audio_maps_the_audio_once_per_variant() -> None:
-    args = command(media())
+def test_capped_crf_sets_a_quality_target_under_each_rungs_ceiling() -> None:
+    planned = plan_ladder(media(), rate_control="capped_crf")
+    args = command(media(), planned)
+    for i, rendition in enumerate(planned):
+        assert value_of(args, f"-crf:v:{i}") == "23"
+        assert value_of(args, f"-maxrate:v:{i}") == str(rendition.maxrate)
+        assert value_of(args, f"-bufsize:v:{i}") == str(rendition.bufsize)
+        assert f"-b:v:{i}" not in args
+
+
+def test_sound_is_encoded_once_per_track_as_its_own_variant() -> None:
+    english = AudioStream("aac", 6, 44_100, index=1, language="eng", default=True)
+    french = AudioStream("ac3", 2, 48_000, index=2, language="fre")
+    args = command(media(tracks=(english, french)))
     assert value_of(args, "-var_stream_map") == (
-        "v:0,a:0,name:240p v:1,a:1,name:360p v:2,a:2,name:480p v:3,a:3,name:720p"
+        "v:0,name:240p v:1,name:360p v:2,name:480p v:3,name:720p a:0,name:audio-0 a:1,name:audio-1"
     )
-    assert [args[i + 1] for i, a in enumerate(args) if a == "-map"].count("0:a:0") == 4
+    assert [m for m in maps(args) if not m.startswith("[")] == ["0:1", "0:2"]
+    for k in (0, 1):
+        assert value_of(args, f"-c:a:{k}") == "aac"
+        assert value_of(args, f"-ar:a:{k}") == "48000"
+        assert value_of(args, f"-ac:a:{k}") == "2"
+        assert value_of(args, f"-b:a:{k}") == "128000"
+    assert "-ac" not in args and "-c:a" not in args  # no option that would reach every stream
 
 
-def test_var_stream_map_without_audio_has_no_audio() -> None:
+def test_no_audio_track_maps_no_audio() -> None:
     args = command(media(854, 480, audio=False))
     assert value_of(args, "-var_stream_map") == "v:0,name:240p v:1,name:360p v:2,name:480p"
-    assert "0:a:0" not in args
-    assert not any(a.startswith("-c:a") for a in args)
+    assert not any(a.startswith(("-c:a", "-b:a")) for a in args)
+
+
+def test_every_rendition_is_tagged_bt709_once_at_the_top_and_inherits_it_below() -> None:
+    graph = value_of(command(media()), "-filter_complex")
+    assert graph.count("setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv") == 1
+    assert graph.index("setparams") < graph.index("split")
+
+
+def test_hdr_is_tone_mapped_before_scaling() -> None:
+    graph = value_of(command(media(), picture=PicturePlan(False, "smpte2084", False)), "-filter_complex")
+    assert graph.startswith("[0:0]zscale=min=bt2020nc:npl=100:pin=bt2020:t=linear:tin=smpte2084[s0]")
+    steps = [step.split("]")[1].split("=")[0] for step in graph.split(";")]
+    assert steps[:6] == ["zscale", "format", "zscale", "tonemap", "zscale", "scale"]
+    assert "zscale=m=bt709:r=tv:t=bt709" in graph
+    hlg = value_of(command(media(), picture=PicturePlan(False, "arib-std-b67", False)), "-filter_complex")
+    assert "tin=arib-std-b67" in hlg
+
+
+def test_interlaced_sources_are_deinterlaced_first() -> None:
+    graph = value_of(command(media(), picture=PicturePlan(True, None, False)), "-filter_complex")
+    assert graph.startswith("[0:0]bwdif=deint=all:mode=send_frame:parity=auto[s0];[s0]scale=1280:720")
+    assert "bwdif" not in value_of(command(media()), "-filter_complex")
+
+
+def test_a_bt601_source_is_converted_while_scaling_to_the_top_only() -> None:
+    graph = value_of(command(media(720, 576), picture=PicturePlan(False, None, True)), "-filter_complex")
+    assert "scale=1024:576:in_color_matrix=bt601:out_color_matrix=bt709" not in graph  # 720 wide coded
+    assert graph.count("out_color_matrix=bt709") == 1
+
+
+def test_subtitle_tracks_are_written_whole_as_webvtt() -> None:
+    text = (SubtitleStream("mov_text", 2, "eng"), SubtitleStream("subrip", 3, "fre"))
+    info = media(subtitles=text)
+    args = build_hls_command(
+        SOURCE, info, plan_ladder(info), OUT, segment_seconds=4, subtitles=plan_subtitles(info)
+    )
+    for index, name in ((2, "text-0"), (3, "text-1")):
+        path = args.index(str(OUT / name / "source.vtt"))
+        assert args[path - 6 : path] == ["-map", f"0:{index}", "-f", "webvtt", "-c:s", "webvtt"]
+
+
+def test_hevc_renditions_are_tagged_hvc1_for_safari() -> None:
+    planned = plan_ladder(media(), codecs=("h264", "hevc"), rate_control="capped_crf")
+    args = command(media(), planned, segment_format="fmp4")
+    names = [r.name for r in planned]
+    assert names == ["240p", "360p", "480p", "720p", "240p-hevc", "360p-hevc", "480p-hevc", "720p-hevc"]
+    i = names.index("720p-hevc")
+    assert value_of(args, f"-c:v:{i}") == "libx265"
+    assert value_of(args, f"-tag:v:{i}") == "hvc1"
+    assert value_of(args, f"-crf:v:{i}") == "25"
+    assert value_of(args, f"-x265-params:v:{i}") == "scenecut=0:open-gop=0:log-level=error:level-idc=3.1"
+    assert value_of(args, f"-profile:v:{i}") == "main"
+    # Both codecs at one size share one scaled picture.
+    assert value_of(args, "-filter_complex").count("scale=640:360") == 1
+
+
+def test_av1_renditions_use_svt_av1_at_their_bit_rate() -> None:
+    planned = plan_ladder(media(), codecs=("av1",), rate_control="capped_crf")
+    args = command(media(), planned, segment_format="fmp4", encoders=Encoders(svtav1_preset=8))
+    for i, rendition in enumerate(planned):
+        assert value_of(args, f"-c:v:{i}") == "libsvtav1"
+        assert value_of(args, f"-preset:v:{i}") == "8"
+        assert value_of(args, f"-b:v:{i}") == str(rendition.video_bitrate)
 
 
 def test_hls_output_layout() -> None:
     args = command(media())
-    assert args[args.index("-hls_time") - 2 : args.index("-hls_time")] == ["-f", "hls"]
+    assert args[args.index("-map") :].count("-f") >= 1
     assert value_of(args, "-hls_playlist_type") == "vod"
     assert value_of(args, "-hls_flags") == "independent_segments"
     assert value_of(args, "-master_pl_name") == "master.m3u8"
     assert value_of(args, "-hls_segment_filename") == str(OUT / "%v" / "seg_%05d.ts")
-    assert args[-1] == str(OUT / "%v" / "index.m3u8")
+    hls = args.index(str(OUT / "%v" / "index.m3u8"))
+    assert "hls" in args[:hls] and args[args.index("hls") - 1] == "-f"
 
 
 def test_threads_only_when_asked() -> None:
-    info = media()
-    assert "-threads" not in command(info)
-    args = build_hls_command(SOURCE, info, plan_ladder(info), OUT, segment_seconds=4, threads=3)
-    assert value_of(args, "-threads") == "3"
+    assert "-threads" not in command(media())
+    assert value_of(command(media(), encoders=Encoders(threads=3)), "-threads") == "3"
 
 
 @pytest.mark.parametrize("fmt", ["hls", "concat", "dash", "lavfi"])
@@ -156,15 +279,15 @@ def test_playlist_sources_are_refused(fmt: str) -> None:
 
 def test_empty_plans_are_refused() -> None:
     with pytest.raises(ValueError):
-        command(media(), renditions=[])
+        build_hls_command(SOURCE, media(), [], OUT, segment_seconds=4)
 
 
 def test_variable_rate_source_is_made_constant_in_every_rendition() -> None:
     info = media(1280, 720, fps=29.6, vfr=True)
     graph = value_of(command(info), "-filter_complex")
     # Made constant once, at the top; the lower renditions inherit the constant rate.
-    assert graph.startswith("[0:v:0]fps=30,scale=1280:720,")
-    assert "[c0]scale=426:240" in graph
+    assert graph.startswith("[0:0]fps=30[s0];[s0]scale=1280:720")
+    assert graph.count("fps=") == 1
 
 
 def test_ten_bit_source_is_encoded_as_8_bit_high_profile_h264() -> None:
@@ -172,16 +295,14 @@ def test_ten_bit_source_is_encoded_as_8_bit_high_profile_h264() -> None:
         "matroska,webm", 10.0, 1, 1, VideoStream("vp9", 1280, 720, 30.0, "yuv420p10le", 0), None, 1
     )
     args = command(info)
-    assert value_of(args, "-f") == "matroska"
-    assert "scale=1280:720,setsar=1,format=yuv420p," in value_of(args, "-filter_complex")
-    assert value_of(args, "-profile:v") == "high"
+    assert args[1:3] == ["-f", "matroska"]
+    assert "format=yuv420p" in value_of(args, "-filter_complex")
+    assert value_of(args, "-profile:v:0") == "high"
     assert value_of(args, "-c:v:0") == "libx264"
 
 
 def test_fmp4_segments_with_an_init_section() -> None:
-    args = build_hls_command(
-        SOURCE, media(), plan_ladder(media()), OUT, segment_seconds=4, segment_format="fmp4"
-    )
+    args = command(media(), segment_format="fmp4")
     assert value_of(args, "-hls_segment_type") == "fmp4"
     assert value_of(args, "-hls_fmp4_init_filename") == "init_%v.mp4"
     assert value_of(args, "-hls_segment_filename") == str(OUT / "%v" / "seg_%05d.m4s")
@@ -197,68 +318,72 @@ def test_mpegts_is_the_default() -> None:
 
 def test_audio_only_maps_the_audio_alone() -> None:
     info = media(video=False, fmt="mp3")
-    args = build_hls_command(SOURCE, info, [AUDIO_ONLY], OUT, segment_seconds=4)
+    args = build_hls_command(SOURCE, info, [], OUT, segment_seconds=4, audio=plan_audio(info))
     assert "-filter_complex" not in args
-    assert [args[i + 1] for i, a in enumerate(args) if a == "-map"] == ["0:a:0"]
+    assert maps(args) == ["0:1"]
     assert value_of(args, "-c:a:0") == "aac"
     assert value_of(args, "-b:a:0") == "128000"
-    assert value_of(args, "-ac") == "2"
-    assert value_of(args, "-var_stream_map") == "a:0,name:audio"
-    assert not any(a.startswith(("-c:v", "-b:v", "-g")) for a in args)
+    assert value_of(args, "-ac:a:0") == "2"
+    assert value_of(args, "-var_stream_map") == "a:0,name:audio-0"
+    assert not any(a.startswith(("-c:v", "-b:v", "-g", "-color")) for a in args)
 
 
-def test_audio_only_plan_needs_audio_and_a_video_plan_needs_video() -> None:
+def test_audio_plan_needs_audio_and_a_video_plan_needs_video() -> None:
     with pytest.raises(InvalidMedia):
-        build_hls_command(SOURCE, media(audio=False), [AUDIO_ONLY], OUT, segment_seconds=4)
+        build_hls_command(SOURCE, media(audio=False), [], OUT, segment_seconds=4, audio=plan_audio(media()))
     with pytest.raises(InvalidMedia):
         build_hls_command(SOURCE, media(video=False), plan_ladder(media()), OUT, segment_seconds=4)
 
 
 def test_poster_and_storyboard_come_from_the_same_decode() -> None:
     info = media()
-    planned = plan_ladder(info)
     board = plan_storyboard(10.0, 1280, 720, interval=2.0, tile_width=160, columns=10)
-    args = build_hls_command(SOURCE, info, planned, OUT, segment_seconds=4, storyboard=board)
+    args = command(info, storyboard=board)
     assert args.count("-i") == 1
     graph = value_of(args, "-filter_complex")
-    assert graph.startswith("[0:v:0]split=3[top][p][b];[top]scale=1280:720,")
-    assert "[p]trim=start=1.000,select=eq(n\\,0),scale=1280:720,setsar=1[poster]" in graph
-    assert "tile=5x1:nb_frames=5[sprite]" in graph
-    assert args[-1] == str(OUT / "storyboard.jpg")
+    assert graph.startswith("[0:0]split=3[s0][s1][s2]")
+    assert "trim=start=1.000" in graph and "select=eq(n\\,0)" in graph
+    assert "select=lt(selected_n\\,5)*gte(t\\,selected_n*2)" in graph
+    assert "tile=5x1:nb_frames=5" in graph
     poster = args.index(str(OUT / "poster.jpg"))
-    assert args[poster - 10 : poster] == [
-        "-map",
-        "[poster]",
-        "-c:v",
-        "mjpeg",
-        "-q:v",
-        "3",
-        "-update",
-        "1",
-        "-f",
-        "image2",
-    ]
+    assert args[poster - 8 : poster] == ["-f", "image2", "-c:v", "mjpeg", "-q:v", "3", "-update", "1"]
+    sprite = args.index(str(OUT / "storyboard.jpg"))
+    assert args[sprite - 8 : sprite] == ["-f", "image2", "-c:v", "mjpeg", "-q:v", "3", "-update", "1"]
     # Encoder options before the HLS output's name belong to it alone.
-    assert args.index("-profile:v") < args.index(str(OUT / "%v" / "index.m3u8")) < poster
+    assert args.index("-profile:v:0") < args.index(str(OUT / "%v" / "index.m3u8")) < poster
 
 
 def test_level_follows_size_and_frame_rate() -> None:
-    by_name = {r.name: r for r in plan_ladder(media(1920, 1080, fps=60.0))}
+    by_name = {r.name: r for r in plan_ladder(media(1920, 1080, fps=60.0), codecs=("h264", "hevc", "av1"))}
     assert h264_level(by_name["240p"]) == 30
     assert h264_level(by_name["720p"]) == 32
     assert h264_level(by_name["1080p"]) == 42
     assert codecs_attribute(by_name["1080p"], has_audio=True) == "avc1.64002a,mp4a.40.2"
     assert codecs_attribute(by_name["240p"], has_audio=False) == "avc1.64001e"
+    assert hevc_level(by_name["1080p-hevc"]) == 123  # 1080p60 is level 4.1
+    assert video_codec(by_name["1080p-hevc"]) == "hvc1.1.6.L123.B0"
+    assert video_codec(by_name["720p-hevc"]) == "hvc1.1.6.L120.B0"
+    assert video_codec(by_name["1080p-av1"]) == "av01.0.09M.08"
+    assert video_codec(by_name["240p-av1"]) == "av01.0.00M.08"
 
 
 def measured(renditions: list[Rendition]) -> list[Bitrates]:
-    return [Bitrates(peak=r.bandwidth + 50_000, average=r.bandwidth - 50_000) for r in renditions]
+    return [Bitrates(peak=r.maxrate + 50_000, average=r.maxrate - 50_000) for r in renditions]
 
 
-def test_master_playlist_declares_every_variant_with_measured_rates() -> None:
-    planned = plan_ladder(media())
+def audio_info() -> MediaInfo:
+    english = AudioStream("aac", 2, 48_000, index=1, language="eng", default=True)
+    french = AudioStream("aac", 2, 48_000, index=2, language="fre", title="Français")
+    return media(tracks=(english, french))
+
+
+def test_master_playlist_declares_every_variant_with_measured_rates_and_sound() -> None:
+    info = audio_info()
+    planned = plan_ladder(info)
     rates = measured(planned)
-    master = m3u8.loads(write_master_playlist(planned, True, rates))
+    sound = [(track, Bitrates(140_000, 130_000 + k)) for k, track in enumerate(plan_audio(info))]
+    text = write_master_playlist(planned, rates, audio=sound)
+    master = m3u8.loads(text)
     assert master.is_variant
     assert [p.uri for p in master.playlists] == [
         "240p/index.m3u8",
@@ -267,27 +392,78 @@ def test_master_playlist_declares_every_variant_with_measured_rates() -> None:
         "720p/index.m3u8",
     ]
     for playlist, rendition, rate in zip(master.playlists, planned, rates, strict=True):
-        info = playlist.stream_info
-        assert info.resolution == (rendition.width, rendition.height)
-        assert (info.bandwidth, info.average_bandwidth) == (rate.peak, rate.average)
-        assert info.frame_rate == rendition.fps
-        assert info.codecs.endswith(",mp4a.40.2")
+        stream = playlist.stream_info
+        assert stream.resolution == (rendition.width, rendition.height)
+        # The variant with the audio rendition it refers to: the peak with the loudest track's,
+        # the average with the default's.
+        assert (stream.bandwidth, stream.average_bandwidth) == (rate.peak + 140_000, rate.average + 130_000)
+        assert stream.frame_rate == rendition.fps
+        assert stream.codecs.endswith(",mp4a.40.2")
+        assert stream.audio == "audio"
+    english, french = master.media
+    assert (english.type, english.group_id, english.language, english.name) == (
+        "AUDIO",
+        "audio",
+        "en",
+        "English",
+    )
+    assert (english.default, english.autoselect, english.uri) == ("YES", "YES", "audio-0/index.m3u8")
+    assert (french.language, french.name, french.default, french.uri) == (
+        "fr",
+        "Français",
+        "NO",
+        "audio-1/index.m3u8",
+    )
     assert master.version == 3
+
+
+def test_master_lists_subtitles_in_one_group() -> None:
+    info = audio_info()
+    planned = plan_ladder(info)
+    sound = [(track, Bitrates(140_000, 130_000)) for track in plan_audio(info)]
+    entries = [
+        SubtitleEntry("en", "English", "text-0/index.m3u8", default=True),
+        SubtitleEntry("fr", "English", "text-1/index.m3u8", forced=True),
+    ]
+    master = m3u8.loads(write_master_playlist(planned, measured(planned), audio=sound, subtitles=entries))
+    subs = [m for m in master.media if m.type == "SUBTITLES"]
+    assert [(m.language, m.name, m.default, m.forced, m.uri) for m in subs] == [
+        ("en", "English", "YES", None, "text-0/index.m3u8"),
+        ("fr", "English (2)", "NO", "YES", "text-1/index.m3u8"),  # NAME is unique in a group
+    ]
+    assert all(p.stream_info.subtitles == "subs" for p in master.playlists)
+
+
+def test_hevc_variants_say_hvc1_in_codecs() -> None:
+    planned = plan_ladder(media(), codecs=("hevc",))
+    master = m3u8.loads(write_master_playlist(planned, measured(planned), fmp4=True))
+    assert [p.stream_info.codecs for p in master.playlists] == [
+        "hvc1.1.6.L60.B0",
+        "hvc1.1.6.L63.B0",
+        "hvc1.1.6.L90.B0",
+        "hvc1.1.6.L93.B0",
+    ]
 
 
 def test_master_for_fmp4_is_version_7() -> None:
     planned = plan_ladder(media())
-    assert m3u8.loads(write_master_playlist(planned, True, measured(planned), fmp4=True)).version == 7
+    assert m3u8.loads(write_master_playlist(planned, measured(planned), fmp4=True)).version == 7
 
 
-def test_audio_only_master_has_no_picture_attributes() -> None:
-    text = write_master_playlist([AUDIO_ONLY], True, [Bitrates(140_000, 135_000)])
-    (variant,) = m3u8.loads(text).playlists
-    assert variant.uri == "audio/index.m3u8"
+def test_audio_only_master_plays_its_default_track() -> None:
+    info = audio_info()
+    info = replace(info, video=None)
+    sound = [(track, Bitrates(140_000, 135_000)) for track in plan_audio(info)]
+    text = write_master_playlist([], [], audio=sound)
+    master = m3u8.loads(text)
+    (variant,) = master.playlists
+    assert variant.uri == "audio-0/index.m3u8"
     assert variant.stream_info.codecs == "mp4a.40.2"
     assert variant.stream_info.bandwidth == 140_000
+    assert variant.stream_info.audio == "audio"
     assert variant.stream_info.resolution is None
     assert "FRAME-RATE" not in text
+    assert [m.language for m in master.media] == ["en", "fr"]
 
 
 def test_peak_is_the_highest_run_lasting_half_to_one_and_a_half_targets() -> None:
@@ -316,3 +492,12 @@ def test_media_playlist_parsing() -> None:
         ("seg_00000.m4s", 2.0),
         ("seg_00001.m4s", 0.5),
     ]
+
+
+def test_a_kill_is_transient_and_a_crash_is_not() -> None:
+    killed = ffmpeg_failure(-9, ["Killed"])
+    assert killed.code == "transcode_failed" and killed.transient
+    crashed = ffmpeg_failure(-11, [])
+    assert crashed.code == "transcode_failed" and not crashed.transient
+    assert "SIGSEGV" in crashed.message
+    assert not ffmpeg_failure(1, ["Invalid data found when processing input"]).transient

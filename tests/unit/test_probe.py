@@ -126,5 +126,102 @@ def test_a_recorded_probe_reads_back_as_the_same_media_info() -> None:
         parse_probe(probed(video_stream(1920, 1080), audio_stream())),
         parse_probe(probed(audio_stream(), fmt="mp3")),
         parse_probe(probed(video_stream(avg_frame_rate="2961/100", r_frame_rate="30/1"))),
+        parse_probe(
+            probed(
+                video_stream(sample_aspect_ratio="4:3", field_order="tt"),
+                audio_stream() | {"tags": {"language": "eng"}},
+                {"codec_type": "subtitle", "codec_name": "subrip"},
+            )
+        ),
     ):
         assert MediaInfo.from_record(json.loads(json.dumps(asdict(info)))) == info
+
+
+def test_anamorphic_video_is_described_at_its_display_size() -> None:
+    pal = parse_probe(probed(video_stream(720, 576, sample_aspect_ratio="64:45")))
+    assert pal.video is not None
+    assert (pal.video.width, pal.video.height) == (1024, 576)
+    assert (pal.video.coded_width, pal.video.coded_height, pal.video.sample_aspect_ratio) == (
+        720,
+        576,
+        "64:45",
+    )
+    hdv = parse_probe(probed(video_stream(1440, 1080, sample_aspect_ratio="4:3")))
+    assert hdv.video is not None and (hdv.video.width, hdv.video.height) == (1920, 1080)
+    unknown = parse_probe(probed(video_stream(640, 480, sample_aspect_ratio="0:1")))
+    assert unknown.video is not None and unknown.video.width == 640
+
+
+def test_colour_field_order_and_rates_are_read() -> None:
+    stream = video_stream(
+        3840,
+        2160,
+        codec_name="hevc",
+        pix_fmt="yuv420p10le",
+        color_transfer="smpte2084",
+        color_primaries="bt2020",
+        color_space="bt2020nc",
+        field_order="progressive",
+        bit_rate="12000000",
+        start_time="0.040000",
+    )
+    info = parse_probe(probed(stream))
+    assert info.video is not None
+    assert info.video.hdr and not info.video.declared_interlaced
+    assert (info.video.bit_rate, info.video.start_time) == (12_000_000, 0.04)
+    interlaced = parse_probe(probed(video_stream(1920, 1080, field_order="tt", color_transfer="bt709")))
+    assert interlaced.video is not None
+    assert interlaced.video.declared_interlaced and not interlaced.video.hdr
+
+
+def test_cover_art_before_the_video_is_skipped_by_index() -> None:
+    art = video_stream(600, 600, codec_name="mjpeg", disposition={"attached_pic": 1})
+    info = parse_probe(probed(art, video_stream(1280, 720), audio_stream()))
+    assert info.video is not None
+    assert (info.video.index, info.video.width) == (1, 1280)
+    assert info.audio is not None and info.audio.index == 2
+
+
+def test_every_sound_track_is_kept_and_the_default_is_the_main_one() -> None:
+    english = audio_stream() | {"tags": {"language": "eng"}}
+    french = audio_stream() | {"tags": {"language": "fre", "title": "VF"}, "disposition": {"default": 1}}
+    info = parse_probe(probed(video_stream(), english, french))
+    assert [(t.index, t.language, t.title, t.default) for t in info.audio_tracks] == [
+        (1, "eng", "", False),
+        (2, "fre", "VF", True),
+    ]
+    assert info.audio == info.audio_tracks[1]
+    untagged = parse_probe(probed(video_stream(), audio_stream(), audio_stream()))
+    assert untagged.audio == untagged.audio_tracks[0]  # no default: the first
+
+
+def test_text_subtitle_tracks_are_kept_and_bitmap_ones_left_out() -> None:
+    text = {"codec_type": "subtitle", "codec_name": "mov_text", "tags": {"language": "eng"}}
+    bitmap = {"codec_type": "subtitle", "codec_name": "hdmv_pgs_subtitle"}
+    forced = {"codec_type": "subtitle", "codec_name": "ass", "disposition": {"forced": 1}}
+    info = parse_probe(probed(video_stream(), text, bitmap, forced))
+    assert [(s.index, s.codec, s.language, s.forced) for s in info.subtitles] == [
+        (1, "mov_text", "eng", False),
+        (3, "ass", "", True),
+    ]
+
+
+def test_a_record_from_before_these_fields_still_reads() -> None:
+    old = {
+        "format_name": "mov",
+        "duration": 1.0,
+        "size_bytes": 1,
+        "bit_rate": 1,
+        "video": {"codec": "h264", "width": 2, "height": 2, "fps": 30.0, "pix_fmt": "yuv420p", "rotation": 0},
+        "audio": {"codec": "aac", "channels": 2, "sample_rate": 48000},
+        "stream_count": 2,
+    }
+    info = MediaInfo.from_record(old)
+    assert info.video is not None and info.video.sample_aspect_ratio == "1:1"
+    assert info.audio_tracks == () and info.subtitles == ()
+
+
+def test_unknown_properties_are_not_declared() -> None:
+    info = parse_probe(probed(video_stream(field_order="unknown", color_transfer="unspecified")))
+    assert info.video is not None
+    assert (info.video.field_order, info.video.color_transfer) == ("", "")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ffmpeg as ffmpeg_python
 import pytest
 
 from services.storyboard import (
     MAX_TILES,
     plan_storyboard,
     poster_time,
-    storyboard_filter,
+    storyboard_steps,
     storyboard_vtt,
 )
 
@@ -62,8 +63,11 @@ def test_vtt_timestamps_pass_an_hour() -> None:
 
 def test_filter_selects_no_more_than_planned() -> None:
     plan = plan_storyboard(12.0, 1280, 720, interval=5.0, tile_width=160, columns=10)
-    assert storyboard_filter(plan) == (
-        "select=lt(selected_n\\,3)*gte(t\\,selected_n*5),scale=160:90,setsar=1,tile=3x1:nb_frames=3"
+    sprite = storyboard_steps(ffmpeg_python.input("in.mp4")["v:0"], plan)
+    graph = ffmpeg_python.output(sprite, "out.jpg").get_args()[3]
+    assert graph == (
+        "[0:v:0]select=lt(selected_n\\,3)*gte(t\\,selected_n*5)[s0];[s0]scale=160:90[s1];"
+        "[s1]setsar=1[s2];[s2]tile=3x1:nb_frames=3[s3]"
     )
 
 

@@ -58,3 +58,10 @@ export function sourceName(job) {
   if (source.generate) return `generated: ${source.generate.prompt}`;
   return Object.keys(source)[0] ?? "—";
 }
+
+// A rendition's quality receipt in a few words: VMAF (0-100) with its 5th percentile, or PSNR.
+export function quality(receipt) {
+  if (!receipt) return "quality not measured";
+  if (receipt.metric === "vmaf") return `VMAF ${receipt.vmaf_mean.toFixed(1)} (5% ≥ ${receipt.vmaf_p5.toFixed(1)})`;
+  return `PSNR ${receipt.psnr_mean.toFixed(1)} dB, SSIM ${receipt.ssim_mean.toFixed(3)}`;
+}

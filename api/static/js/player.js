@@ -1,14 +1,26 @@
-// The player: hls.js on the master playlist, with a rendition switcher, captions, and a seek bar
-// that previews the storyboard thumbnail under the pointer.
+// The player: hls.js on the master playlist, with a rendition switcher that says how good each
+// rendition looks, a sound track switcher, subtitles (the source's and generated captions), and
+// a seek bar that previews the storyboard thumbnail under the pointer.
 
 import Hls from "/vendor/hls.js/hls.min.mjs";
 import { el } from "./dom.js";
-import { clock } from "./format.js";
+import { clock, quality } from "./format.js";
 import { cueAt, loadStoryboard } from "./storyboard.js";
 
-function levelLabel(level) {
+// The result's rendition whose playlist a level plays (levels hls.js cannot decode are left
+// out of hls.levels, so the two lists are matched by URL, not by position).
+function renditionOf(level, renditions) {
+  const path = (url) => new URL(url, window.location.href).pathname;
+  const played = path(level.url);
+  return renditions.find((rendition) => rendition.url && path(rendition.url) === played);
+}
+
+function levelLabel(level, rendition) {
   const kbps = Math.round(level.bitrate / 1000);
-  return level.height ? `${level.height}p · ${kbps} kb/s` : `${kbps} kb/s`;
+  const size = level.height ? `${level.height}p · ` : "";
+  const codec = rendition?.codec && rendition.codec !== "h264" ? `${rendition.codec.toUpperCase()} · ` : "";
+  const score = rendition?.quality ? ` · ${quality(rendition.quality)}` : "";
+  return `${size}${codec}${kbps} kb/s${score}`;
 }
 
 export class Player {
@@ -23,10 +35,12 @@ export class Player {
     this.preview = el("div", { class: "preview", hidden: true }, this.thumb, this.previewTime);
     this.clock = el("span", { class: "clock" }, "0:00 / 0:00");
     this.quality = el("select", { class: "quality", "aria-label": "Quality" }, el("option", { value: "-1" }, "Auto"));
-    this.captions = el("select", { class: "captions", "aria-label": "Captions" }, el("option", { value: "-1" }, "Off"));
+    this.captions = el("select", { class: "captions", "aria-label": "Subtitles" }, el("option", { value: "-1" }, "Off"));
+    this.sound = el("select", { class: "sound", "aria-label": "Sound" });
     this.muteButton = el("button", { type: "button", class: "quiet", onclick: () => this.toggleMute() }, "Mute");
     this.error = el("p", { class: "error", hidden: true, role: "alert" });
-    const hasCaptions = (result.captions ?? []).length > 0;
+    const hasCaptions = (result.captions ?? []).length + (result.subtitles ?? []).length > 0;
+    const hasSoundChoice = (result.audio ?? []).length > 1;
     this.root = el(
       "figure",
       { class: "player" },
@@ -38,7 +52,8 @@ export class Player {
         el("div", { class: "seek-wrap" }, this.preview, this.seek),
         this.clock,
         el("label", { class: "control" }, "Quality ", this.quality),
-        hasCaptions ? el("label", { class: "control" }, "Captions ", this.captions) : null,
+        hasSoundChoice ? el("label", { class: "control" }, "Sound ", this.sound) : null,
+        hasCaptions ? el("label", { class: "control" }, "Subtitles ", this.captions) : null,
         this.muteButton,
         el("button", { type: "button", class: "quiet", onclick: () => this.root.requestFullscreen?.() }, "Full screen"),
       ),
@@ -61,6 +76,10 @@ export class Player {
     hls.on(Hls.Events.MANIFEST_PARSED, () => this.fillLevels());
     hls.on(Hls.Events.LEVEL_SWITCHED, () => this.showLevel());
     hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, () => this.fillCaptions());
+    hls.on(Hls.Events.AUDIO_TRACKS_UPDATED, () => this.fillSound());
+    hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, () => {
+      this.sound.value = String(hls.audioTrack);
+    });
     // hls.js turns on the playlist's DEFAULT track by itself: the switcher shows what is on.
     hls.on(Hls.Events.SUBTITLE_TRACK_SWITCH, () => {
       this.captions.value = String(hls.subtitleDisplay ? hls.subtitleTrack : -1);
@@ -70,6 +89,9 @@ export class Player {
     });
     this.quality.addEventListener("change", () => {
       hls.currentLevel = Number(this.quality.value); // -1: automatic
+    });
+    this.sound.addEventListener("change", () => {
+      hls.audioTrack = Number(this.sound.value);
     });
     this.captions.addEventListener("change", () => {
       const track = Number(this.captions.value);
@@ -87,11 +109,19 @@ export class Player {
   }
 
   fillLevels() {
+    const renditions = this.result.renditions ?? [];
     const options = this.hls.levels.map((level, index) => ({ level, index })).sort((a, b) => b.level.height - a.level.height);
     this.quality.replaceChildren(
       el("option", { value: "-1" }, "Auto"),
-      ...options.map(({ level, index }) => el("option", { value: String(index) }, levelLabel(level))),
+      ...options.map(({ level, index }) => el("option", { value: String(index) }, levelLabel(level, renditionOf(level, renditions)))),
     );
+  }
+
+  fillSound() {
+    this.sound.replaceChildren(
+      ...this.hls.audioTracks.map((track, index) => el("option", { value: String(index) }, track.name || track.lang || `Sound ${index + 1}`)),
+    );
+    this.sound.value = String(this.hls.audioTrack);
   }
 
   showLevel() {

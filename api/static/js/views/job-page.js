@@ -2,11 +2,37 @@
 
 import { cancelJob, getJob, retryJob } from "../api.js";
 import { clear, el } from "../dom.js";
-import { bytes, sourceName, when } from "../format.js";
+import { bitrate, bytes, quality, sourceName, when } from "../format.js";
 import { Player } from "../player.js";
 import { renderAnalysis } from "./analysis.js";
 import { statusBadge } from "./job-list.js";
 import { renderTimeline } from "./timeline.js";
+
+// Every rendition with its size, rate and how good it looks against the source; then the sound
+// and subtitle tracks.
+function renderRenditions(result) {
+  const pictures = result.renditions.map((r) =>
+    el(
+      "li",
+      { dataset: { rendition: r.name } },
+      el("strong", {}, r.name),
+      r.width ? ` ${r.width}x${r.height} · ${r.fps} fps` : null,
+      ` · ${bitrate(r.bandwidth)} · `,
+      el("span", { class: "quality" }, quality(r.quality)),
+    ),
+  );
+  const tracks = [
+    ...(result.audio ?? []).map((a) => `Sound: ${a.title}${a.language ? ` (${a.language})` : ""}${a.default ? ", default" : ""}`),
+    ...(result.subtitles ?? []).map((s) => `Subtitles: ${s.title}${s.language ? ` (${s.language})` : ""}`),
+  ];
+  return el(
+    "div",
+    { class: "renditions-card" },
+    el("h3", {}, "Renditions"),
+    el("ul", { class: "renditions" }, pictures),
+    tracks.length ? el("ul", { class: "tracks muted" }, tracks.map((line) => el("li", {}, line))) : null,
+  );
+}
 
 export class JobPage {
   constructor(root, store, jobId) {
@@ -106,8 +132,7 @@ export class JobPage {
     }
     if (!this.player) {
       this.player = new Player(result);
-      const renditions = result.renditions.map((r) => r.name).join(", ");
-      clear(this.playerSlot, this.player.root, el("p", { class: "muted" }, `Renditions: ${renditions}`));
+      clear(this.playerSlot, this.player.root, renderRenditions(result));
       clear(this.analysis, el("h2", {}, "Analysis"), renderAnalysis(result.analysis, (t) => this.player.seekTo(t)));
     }
   }

@@ -1,0 +1,325 @@
+"""Quality receipts: how close each rendition looks to the source, measured on a sample.
+
+VMAF (libvmaf, model vmaf_v0.6.1, embedded in the static ffmpeg) where the binary has it, else
+PSNR and SSIM. The sample is a few short windows spread over the video, decoded once each
+from the source (through the same deinterlacing and tone mapping as the renditions, so an
+HDR source is judged against what an SDR screen should show) and from every rendition; each
+rendition is scaled up to the top rendition's size, as a viewer's player would show it.
+Planning, the command and reading the logs are pure; ``measure_quality`` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import ffmpeg as ffmpeg_python
+
+from services.ffmpeg import run_ffmpeg, split_stream
+from services.ladder import Rendition
+from services.pictures import PicturePlan, picture_steps, scale_step, tagged_bt709
+from services.playlists import MEDIA_PLAYLIST, MediaPlaylist, parse_media_playlist
+from services.probe import MediaInfo
+
+Metric = Literal["vmaf", "psnr_ssim"]
+VMAF_MODEL = "version=vmaf_v0.6.1"
+# One half-second window per WINDOW_SPACING_SECONDS of video, at most three: a thin sample, but
+# each costs about a second of CPU (the source decoded from its keyframe before the window,
+# every rendition scaled to the top size, VMAF on a few 1080p frames), and the receipts must
+# stay under 15% of the transcode's CPU time (bench/quality.py).
+MAX_WINDOWS = 3
+WINDOW_SECONDS = 0.5
+WINDOW_SPACING_SECONDS = 20.0
+PERCENTILE = 5
+SCORED_FRAMES_PER_WINDOW = 5
+_PSNR_LINE = re.compile(r"psnr_avg:(\S+)")
+_SSIM_LINE = re.compile(r"All:(\S+)")
+
+
+@dataclass(frozen=True)
+class Window:
+    start: float  # seconds on the renditions' clock
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a rendition's part of a window is read: a file, and how far into it."""
+
+    path: Path  # one segment (MPEG-TS), an fMP4 segment joined to its init section, or a playlist
+    start: float
+
+
+def plan_windows(duration: float, fps: float, segment_seconds: float) -> list[Window]:
+    """Windows at the start of equal parts of the video, each inside one segment, from its start (where every
+    rendition has a keyframe, so nothing is decoded only to be skipped) plus half a frame at
+    the lowest rendition rate ``fps``, so source and renditions cut on the same frame."""
+    if duration <= 0:
+        return []
+    frame = 1.0 / fps if fps > 0 else 0.0
+    seconds = min(WINDOW_SECONDS, duration, max(frame, segment_seconds - frame))
+    count = max(1, min(MAX_WINDOWS, int(duration // WINDOW_SPACING_SECONDS)))
+    half_frame = frame / 2
+    windows = []
+    for part in range(count):
+        # The first window at the very start: the source's first keyframe is there, so the
+        # source, the costliest decode, is not decoded from an earlier keyframe only to reach it.
+        wanted = duration * part / count
+        boundary = segment_seconds * math.floor(wanted / segment_seconds) if segment_seconds > 0 else 0.0
+        start = boundary + half_frame if boundary > 0 else 0.0
+        windows.append(Window(round(min(start, max(0.0, duration - seconds)), 6), seconds))
+    return list(dict.fromkeys(windows))
+
+
+def subsample(fps: float, window: Window) -> int:
+    """Score every n-th frame of a window, about SCORED_FRAMES_PER_WINDOW of them: a 1080p
+    frame costs VMAF about 40 ms of CPU, which only a sample this thin keeps under 15% of the
+    transcode (bench/quality.py). The others are decoded (seeking lands on keyframes) but
+    neither scaled nor scored."""
+    return max(1, round(fps * window.seconds / SCORED_FRAMES_PER_WINDOW))
+
+
+def _every(stream: Any, step: int) -> Any:
+    # Frame numbers count from the window's cut on both sides, so both keep the same frames.
+    return stream if step == 1 else stream.filter("select", f"not(mod(n,{step}))")
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """The value below which ``share`` percent of ``values`` fall (linear between ranks)."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    rank = (len(ordered) - 1) * share / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _concat(streams: list[Any]) -> Any:
+    return streams[0] if len(streams) == 1 else ffmpeg_python.concat(*streams, v=1, a=0)
+
+
+def _cut(start: float, seconds: float) -> dict[str, str]:
+    # No -ss for a window at the very start: ffmpeg 5.1's HLS demuxer returns no frame at all
+    # when asked to seek to within its first frames.
+    cut = {"t": f"{seconds:.6f}"}
+    if start > 0:
+        cut["ss"] = f"{start:.6f}"
+    return cut
+
+
+def locate(playlist: MediaPlaylist, window: Window) -> tuple[int, float]:
+    """The segment holding the window's start, and how far into it the window starts."""
+    start = 0.0
+    for index, segment in enumerate(playlist.segments):
+        if window.start < start + segment.duration or index == len(playlist.segments) - 1:
+            return index, max(0.0, window.start - start)
+        start += segment.duration
+    raise ValueError("an empty media playlist")
+
+
+def log_path(log_dir: Path, rendition: Rendition, metric: str) -> Path:
+    return log_dir / f"{rendition.name}.{metric}.log"
+
+
+def build_quality_command(
+    ffmpeg: str,
+    source: Path,
+    info: MediaInfo,
+    picture: PicturePlan,
+    renditions: Sequence[Rendition],
+    cuts: Sequence[Sequence[Cut]],
+    windows: Sequence[Window],
+    log_dir: Path,
+    *,
+    metric: Metric,
+    threads: int = 2,
+    every_frame: bool = False,
+) -> list[str]:
+    """One ffmpeg that writes a per-frame log for every rendition (``log_path``), scoring
+    every ``subsample``-th frame of each window (each frame with ``every_frame``, for a bench
+    that wants the whole clip); ``cuts[i][w]`` is where rendition i's part of window w is read."""
+
+    def step(fps: float, window: Window) -> int:
+        return 1 if every_frame else subsample(fps, window)
+
+    assert info.video is not None and renditions and windows
+    video = info.video
+    width, height = max(((r.width, r.height) for r in renditions), key=lambda size: size[0] * size[1])
+    # The renditions' clock starts at the source's first picture; the file's may start earlier.
+    offset = max(0.0, video.start_time - info.start_time)
+    rates = sorted({r.fps for r in renditions})
+    references: dict[float, list[list[Any]]] = {rate: [] for rate in rates}
+    distorted: list[list[Any]] = [[] for _ in renditions]
+    for w, window in enumerate(windows):
+        shown = ffmpeg_python.input(
+            str(source),
+            f=info.demuxer,
+            protocol_whitelist="file",
+            **_cut(window.start + offset, window.seconds),
+        )[str(video.index)]
+        shown = picture_steps(shown, picture).filter("setpts", "PTS-STARTPTS")
+        for rate, branch in zip(rates, split_stream(shown, len(rates)), strict=True):
+            users = [r for r in renditions if r.fps == rate]
+            chain = (
+                # Scaled and tagged as the top rendition was: a BT.601 source is compared in
+                # BT.709, and a side tagged unlike the other would be converted to match it.
+                tagged_bt709(
+                    scale_step(
+                        _every(branch.filter("fps", f"{rate:g}"), step(rate, window)),
+                        width,
+                        height,
+                        picture,
+                    ).filter("format", "yuv420p")
+                )
+            )
+            references[rate].append(split_stream(chain, len(users)))
+        for i, rendition in enumerate(renditions):
+            cut = cuts[i][w]
+            played = ffmpeg_python.input(
+                str(cut.path), protocol_whitelist="file", **_cut(cut.start, window.seconds)
+            )["v:0"]
+            distorted[i].append(
+                _every(played.filter("setpts", "PTS-STARTPTS"), step(rendition.fps, window))
+                .filter("scale", width, height, flags="bicubic")
+                .filter("setsar", 1)
+                .filter("format", "yuv420p")
+            )
+    outputs = []
+    taken = dict.fromkeys(rates, 0)
+    for i, rendition in enumerate(renditions):
+        position = taken[rendition.fps]
+        taken[rendition.fps] += 1
+        reference = _concat([per_window[position] for per_window in references[rendition.fps]])
+        main = _concat(distorted[i])
+        if metric == "vmaf":
+            scored = ffmpeg_python.filter(
+                [main, reference], "libvmaf", model=VMAF_MODEL, log_fmt="json",
+                log_path=str(log_path(log_dir, rendition, "vmaf")), n_threads=threads,
+            )  # fmt: skip
+            outputs.append(ffmpeg_python.output(scored, "-", f="null"))
+            continue
+        main_psnr, main_ssim = split_stream(main, 2)
+        reference_psnr, reference_ssim = split_stream(reference, 2)
+        psnr = ffmpeg_python.filter(
+            [main_psnr, reference_psnr], "psnr", stats_file=str(log_path(log_dir, rendition, "psnr"))
+        )
+        ssim = ffmpeg_python.filter(
+            [main_ssim, reference_ssim], "ssim", stats_file=str(log_path(log_dir, rendition, "ssim"))
+        )
+        outputs += [ffmpeg_python.output(psnr, "-", f="null"), ffmpeg_python.output(ssim, "-", f="null")]
+    command = ffmpeg_python.merge_outputs(*outputs).global_args(
+        "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-progress", "pipe:1"
+    )
+    args: list[str] = command.compile(cmd=ffmpeg)
+    return args
+
+
+def read_vmaf_log(text: str) -> dict[str, Any]:
+    frames = [float(frame["metrics"]["vmaf"]) for frame in json.loads(text)["frames"]]
+    return {
+        "metric": "vmaf",
+        "model": VMAF_MODEL.partition("=")[2],
+        "vmaf_mean": round(sum(frames) / len(frames), 2),
+        "vmaf_p5": round(percentile(frames, PERCENTILE), 2),
+        "frames": len(frames),
+    }
+
+
+def read_psnr_ssim_logs(psnr_text: str, ssim_text: str) -> dict[str, Any]:
+    # An identical frame has infinite PSNR ("inf"); it is capped where a frame is that good.
+    psnr = [min(100.0, float(value)) for value in _PSNR_LINE.findall(psnr_text)]
+    ssim = [float(value) for value in _SSIM_LINE.findall(ssim_text)]
+    if not psnr or not ssim:
+        raise ValueError("empty PSNR or SSIM log")
+    return {
+        "metric": "psnr_ssim",
+        "psnr_mean": round(sum(psnr) / len(psnr), 2),
+        "psnr_p5": round(percentile(psnr, PERCENTILE), 2),
+        "ssim_mean": round(sum(ssim) / len(ssim), 4),
+        "frames": len(psnr),
+    }
+
+
+@lru_cache(maxsize=4)
+def has_vmaf(ffmpeg: str) -> bool:
+    """Whether this ffmpeg was built with libvmaf (Debian's is not; the static one is)."""
+    try:
+        listing = subprocess.run(
+            [ffmpeg, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return any(line.split()[1:2] == ["libvmaf"] for line in listing.splitlines() if line.strip())
+
+
+def segment_cuts(media_dir: Path, windows: Sequence[Window], scratch: Path) -> list[Cut]:
+    """Each window read from the one segment that holds it: ffmpeg's HLS demuxer, asked to
+    seek, decodes the whole segment before too. An fMP4 segment is joined to its init section
+    in ``scratch`` (a fragmented MP4 that plays alone)."""
+    playlist_text = (media_dir / MEDIA_PLAYLIST).read_text()
+    playlist = parse_media_playlist(playlist_text)
+    init = re.search(r'#EXT-X-MAP:URI="([^"]+)"', playlist_text)
+    cuts = []
+    for window in windows:
+        index, offset = locate(playlist, window)
+        segment = media_dir / playlist.segments[index].uri
+        if init is not None:
+            joined = scratch / f"{media_dir.name}-{index}.mp4"
+            joined.write_bytes((media_dir / init[1]).read_bytes() + segment.read_bytes())
+            segment = joined
+        cuts.append(Cut(segment, offset))
+    return cuts
+
+
+def measure_quality(
+    ffmpeg: str,
+    source: Path,
+    info: MediaInfo,
+    picture: PicturePlan,
+    renditions: Sequence[Rendition],
+    hls_dir: Path,
+    *,
+    segment_seconds: float,
+    timeout: float,
+    memory_limit_bytes: int | None,
+    should_stop: Callable[[], bool],
+) -> list[dict[str, Any]]:
+    """A receipt per rendition, in order; the logs go to a temporary folder of this process."""
+    if not renditions or info.video is None:
+        return []
+    lowest_fps = min(r.fps for r in renditions)
+    windows = plan_windows(info.duration, lowest_fps, segment_seconds)
+    metric: Metric = "vmaf" if has_vmaf(ffmpeg) else "psnr_ssim"
+    with tempfile.TemporaryDirectory(prefix="conveyor-quality-") as scratch:
+        log_dir = Path(scratch)
+        cuts = [segment_cuts(hls_dir / r.name, windows, log_dir) for r in renditions]
+        args = build_quality_command(
+            ffmpeg, source, info, picture, renditions, cuts, windows, log_dir, metric=metric
+        )
+        run_ffmpeg(
+            args,
+            duration=0.0,
+            should_stop=should_stop,
+            timeout=timeout,
+            memory_limit_bytes=memory_limit_bytes,
+        )
+        receipts = []
+        for rendition in renditions:
+            if metric == "vmaf":
+                receipt = read_vmaf_log(log_path(log_dir, rendition, "vmaf").read_text())
+            else:
+                receipt = read_psnr_ssim_logs(
+                    log_path(log_dir, rendition, "psnr").read_text(),
+                    log_path(log_dir, rendition, "ssim").read_text(),
+                )
+            receipts.append(receipt | {"sample_seconds": round(sum(w.seconds for w in windows), 3)})
+    return receipts

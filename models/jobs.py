@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -36,6 +37,7 @@ STAGE_STATUSES: tuple[str, ...] = (
     "failed",
     "canceled",
     "skipped",
+    "waiting",  # the transcode stage, while its parts run
 )
 
 
@@ -88,6 +90,9 @@ class Job(Base):
     stages: Mapped[list[JobStage]] = relationship(
         back_populates="job", order_by="JobStage.position", cascade="all, delete-orphan", lazy="selectin"
     )
+    parts: Mapped[list[JobPart]] = relationship(
+        back_populates="job", order_by="JobPart.index", cascade="all, delete-orphan", lazy="selectin"
+    )
 
     __table_args__ = (
         Index("ix_jobs_status_created_at", "status", "created_at"),
@@ -98,15 +103,13 @@ class Job(Base):
     )
 
 
-class JobStage(Base):
-    __tablename__ = "job_stages"
+class LeasedWork:
+    """What the stage contract keeps on every row a worker claims: a stage, or a part of one."""
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(16))
-    position: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
-    # The job's priority as Redis serves it (0 high, 1 normal, 2 low), copied onto each stage so
+    # The job's priority as Redis serves it (0 high, 1 normal, 2 low), copied onto each row so
     # that counting a stage's place in line needs no join (and an index can answer it).
     priority_rank: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
     # Attempts ever claimed: attempt n is the fencing token of the n-th claim, so it never
@@ -131,20 +134,33 @@ class JobStage(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
+
+def _sweeper_indexes(table: str) -> tuple[Index, ...]:
+    """What the sweeper reads: queued rows no message is known to be on its way for, and
+    leases. A backlog whose messages the broker holds is in neither index."""
+    return (
+        Index(
+            f"ix_{table}_unsent",
+            "available_at",
+            postgresql_where=text("status = 'queued' AND sent_at IS NULL"),
+        ),
+        Index(f"ix_{table}_leases", "lease_until", postgresql_where=text("status = 'running'")),
+        Index(f"ix_{table}_message_id", "message_id", postgresql_where=text("message_id IS NOT NULL")),
+    )
+
+
+class JobStage(LeasedWork, Base):
+    __tablename__ = "job_stages"
+
+    name: Mapped[str] = mapped_column(String(16))
+    position: Mapped[int] = mapped_column(Integer)
+
     job: Mapped[Job] = relationship(back_populates="stages")
 
     __table_args__ = (
         UniqueConstraint("job_id", "name", name="uq_job_stages_job_id_name"),
         Index("ix_job_stages_status_available_at", "status", "available_at"),
-        # What the sweeper reads: queued stages no message is known to be on its way for, and
-        # leases. A backlog whose messages the broker holds is in neither index.
-        Index(
-            "ix_job_stages_unsent",
-            "available_at",
-            postgresql_where=text("status = 'queued' AND sent_at IS NULL"),
-        ),
-        Index("ix_job_stages_leases", "lease_until", postgresql_where=text("status = 'running'")),
-        Index("ix_job_stages_message_id", "message_id", postgresql_where=text("message_id IS NOT NULL")),
+        *_sweeper_indexes("job_stages"),
         # The line a queued stage waits in, in the order Redis serves it.
         Index(
             "ix_job_stages_line",
@@ -157,25 +173,70 @@ class JobStage(Base):
     )
 
 
+class JobPart(LeasedWork, Base):
+    """One part of a transcode: a span of the video (or the sound, encoded once) that any video
+    host may take, under the same claim, lease, heartbeat and fencing as a stage. The part that
+    completes last queues the transcode stage again, which stitches the parts."""
+
+    __tablename__ = "job_parts"
+
+    index: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))  # video, or sound (every sound track, whole)
+    # The span of the source it covers, from the stream's start: [start, end), end None for the
+    # last part, which runs to the end of the stream whatever the container says.
+    start_seconds: Mapped[float] = mapped_column(Float)
+    end_seconds: Mapped[float | None] = mapped_column(Float)
+    # Its planned length (the last part's from the probed duration): what its share of the
+    # transcode's progress and its time limits follow.
+    span_seconds: Mapped[float] = mapped_column(Float)
+    first_segment: Mapped[int] = mapped_column(Integer)  # its first segment's number, in each rendition
+
+    job: Mapped[Job] = relationship(back_populates="parts")
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "index", name="uq_job_parts_job_id_index"),
+        *_sweeper_indexes("job_parts"),
+    )
+
+
 class StageAttempt(Base):
-    """One claim of a stage: who ran it, how it ended, and whether its body ran to the end
-    (what "done twice" is counted from: a body can finish and still lose its lease)."""
+    """One claim of a stage or of a part: who ran it, how it ended, and whether its body ran to
+    the end (what "done twice" is counted from: a body can finish and still lose its lease)."""
 
     __tablename__ = "stage_attempts"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     stage: Mapped[str] = mapped_column(String(16))
+    part: Mapped[int | None] = mapped_column(Integer)  # the part's index; None for the stage itself
     attempt: Mapped[int] = mapped_column(Integer)
     worker: Mapped[str] = mapped_column(String(255))
-    # running, succeeded, retrying, failed, canceled, released, lost, discarded
+    # running, succeeded, planned (the transcode's parts were made), retrying, failed,
+    # canceled, released, lost, discarded
     outcome: Mapped[str] = mapped_column(String(16), server_default="running")
     error_code: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     body_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (UniqueConstraint("job_id", "stage", "attempt", name="uq_stage_attempts_attempt"),)
+    __table_args__ = (
+        Index(
+            "uq_stage_attempts_attempt",
+            "job_id",
+            "stage",
+            "attempt",
+            unique=True,
+            postgresql_where=text("part IS NULL"),
+        ),
+        Index(
+            "uq_stage_attempts_part_attempt",
+            "job_id",
+            "part",
+            "attempt",
+            unique=True,
+            postgresql_where=text("part IS NOT NULL"),
+        ),
+    )
 
 
 class JobEvent(Base):

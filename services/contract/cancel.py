@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from models import Job, JobStage, StageAttempt
+from models import Job, JobPart, JobStage, StageAttempt
 from services.clock import DATABASE_CLOCK, Clock
 from services.contract.records import (
     NOTIFY,
@@ -28,26 +28,34 @@ from services.contract.records import (
 
 
 def live_stage_running(session: Session, job_id: uuid.UUID, clock: Clock) -> bool:
-    """Whether a work stage of the job runs under a live lease (a worker that will answer)."""
-    return bool(
-        session.scalar(
-            select(func.count()).where(
-                JobStage.job_id == job_id,
-                JobStage.name != NOTIFY,
-                JobStage.status == "running",
-                JobStage.lease_until >= clock.now(),
-            )
-        )
+    """Whether a work stage or part of the job runs under a live lease (a worker that will
+    answer, and end the job when it sees the cancel)."""
+    stages = select(JobStage.id).where(
+        JobStage.job_id == job_id,
+        JobStage.name != NOTIFY,
+        JobStage.status == "running",
+        JobStage.lease_until >= clock.now(),
     )
+    parts = select(JobPart.id).where(
+        JobPart.job_id == job_id, JobPart.status == "running", JobPart.lease_until >= clock.now()
+    )
+    return bool(session.scalar(select(stages.exists() | parts.exists())))
 
 
 def cancel_job(session: Session, job: JobState, stage: str | None, clock: Clock) -> list[Dispatch]:
     """End a job canceled: its unfinished work stages canceled or skipped, its attempts ended,
     the `job.canceled` event, and the webhook. The caller holds the job's lock."""
     now = clock.now()
+    unfinished = ("queued", "running", "waiting")
     session.execute(
         update(JobStage)
-        .where(JobStage.job_id == job.id, JobStage.name != NOTIFY, JobStage.status.in_(("queued", "running")))
+        .where(JobStage.job_id == job.id, JobStage.name != NOTIFY, JobStage.status.in_(unfinished))
+        .values(status="canceled", finished_at=now, lease_until=None, message_id=None, sent_at=None)
+    )
+    # Running parts stop at their next heartbeat: their rows are no longer theirs.
+    session.execute(
+        update(JobPart)
+        .where(JobPart.job_id == job.id, JobPart.status.in_(unfinished))
         .values(status="canceled", finished_at=now, lease_until=None, message_id=None, sent_at=None)
     )
     session.execute(

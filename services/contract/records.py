@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
-from models import STAGE_NAMES, Job, JobEvent, JobStage, StageAttempt
+from models import STAGE_NAMES, Job, JobEvent, JobPart, JobStage, StageAttempt
 from services.clock import Clock
 from services.config import Settings
 from services.webhooks.messages import has_webhook_targets
@@ -18,29 +18,34 @@ from services.webhooks.messages import has_webhook_targets
 ACTIVE_JOB_STATUSES = ("queued", "running")
 FINISHED_STAGE_STATUSES = ("succeeded", "failed", "canceled", "skipped")
 LAST_WORK_STAGE = "analyze"
+# The stage whose work is done in parts (services.contract.parts).
+TRANSCODE = "transcode"
 # notify reports a job that has already ended; every other stage works on a live job.
 NOTIFY = "notify"
 
 
 @dataclass(frozen=True)
 class Claim:
-    """Proof that this worker owns one attempt of one stage."""
+    """Proof that this worker owns one attempt of one stage, or of one part of a stage."""
 
     job_id: uuid.UUID
     stage: str
-    attempt: int  # the fencing token: the n-th claim of this stage, ever
+    attempt: int  # the fencing token: the n-th claim of this stage (or part), ever
     worker: str
     tries: int = 1  # attempts used since the job was last retried by an operator, this one included
+    part: int | None = None  # the part's index, for a claim of a part
 
 
 @dataclass(frozen=True)
 class Dispatch:
-    """A stage message to send once the transaction that queued the stage has committed."""
+    """A message to send once the transaction that queued its stage (or part) has committed."""
 
     job_id: uuid.UUID
     stage: str
     priority: str
     message_id: uuid.UUID
+    part_id: int | None = None  # a part's row: its task takes this id only
+    part_seconds: float | None = None  # the part's span, which its time limits follow
 
 
 @dataclass(frozen=True)
@@ -106,27 +111,67 @@ def lock_job(session: Session, job_id: uuid.UUID) -> JobState | None:
     )
 
 
+def work_of(claim: Claim) -> type[JobStage] | type[JobPart]:
+    """The table the claimed row is in."""
+    return JobStage if claim.part is None else JobPart
+
+
+def claimed_row(claim: Claim) -> Any:
+    """The one row a claim is about: the stage, or the part."""
+    if claim.part is None:
+        return and_(JobStage.job_id == claim.job_id, JobStage.name == claim.stage)
+    return and_(JobPart.job_id == claim.job_id, JobPart.index == claim.part)
+
+
 def owned(claim: Claim) -> Any:
-    """The guard of every transition of a running stage: still running, under this attempt."""
+    """The guard of every transition of a running stage or part: still running, under this
+    attempt of this worker."""
+    work = work_of(claim)
     return and_(
-        JobStage.job_id == claim.job_id,
-        JobStage.name == claim.stage,
-        JobStage.status == "running",
-        JobStage.worker == claim.worker,
-        JobStage.attempts == claim.attempt,
+        claimed_row(claim),
+        work.status == "running",
+        work.worker == claim.worker,
+        work.attempts == claim.attempt,
+    )
+
+
+def attempt_row(claim: Claim) -> Any:
+    """The claim's own record in stage_attempts."""
+    which = StageAttempt.part.is_(None) if claim.part is None else StageAttempt.part == claim.part
+    return and_(
+        StageAttempt.job_id == claim.job_id,
+        StageAttempt.stage == claim.stage,
+        which,
+        StageAttempt.attempt == claim.attempt,
     )
 
 
 def end_attempt(session: Session, claim: Claim, outcome: str, clock: Clock, **values: Any) -> None:
     session.execute(
         update(StageAttempt)
-        .where(
-            StageAttempt.job_id == claim.job_id,
-            StageAttempt.stage == claim.stage,
-            StageAttempt.attempt == claim.attempt,
-        )
+        .where(attempt_row(claim))
         .values(outcome=outcome, finished_at=clock.now(), **values)
     )
+
+
+def dispatch_of(session: Session, work: type[JobStage] | type[JobPart], row_id: int) -> Dispatch:
+    """The message of a queued stage or part, as its row names it (read after the UPDATE that
+    gave it a fresh message id, in the same transaction)."""
+    if work is JobPart:
+        part = session.execute(
+            select(JobPart.job_id, JobPart.message_id, JobPart.span_seconds, Job.options["priority"].astext)
+            .join(Job, Job.id == JobPart.job_id)
+            .where(JobPart.id == row_id)
+        ).one()
+        return Dispatch(
+            part[0], TRANSCODE, part[3] or "normal", part[1], part_id=row_id, part_seconds=part[2]
+        )
+    stage = session.execute(
+        select(JobStage.job_id, JobStage.name, JobStage.message_id, Job.options["priority"].astext)
+        .join(Job, Job.id == JobStage.job_id)
+        .where(JobStage.id == row_id)
+    ).one()
+    return Dispatch(stage[0], stage[1], stage[3] or "normal", stage[2])
 
 
 def queue_stage(session: Session, job: JobState, stage: str, clock: Clock) -> Dispatch | None:

@@ -11,18 +11,23 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from models import Job, JobStage, StageAttempt
+from models import Job, JobPart, JobStage, StageAttempt
 from services.clock import DATABASE_CLOCK, Clock
 from services.contract.cancel import cancel_if_idle, finish_cancel
+from services.contract.parts import complete_part, fail_parts_stage, report_parts_progress
 from services.contract.records import (
     FINISHED_STAGE_STATUSES,
     LAST_WORK_STAGE,
     NOTIFY,
+    TRANSCODE,
     Claim,
     ClaimOutcome,
     Dispatch,
     JobState,
     Transition,
+    attempt_row,
+    claimed_row,
+    dispatch_of,
     end_attempt,
     fail_job,
     lock_job,
@@ -31,31 +36,106 @@ from services.contract.records import (
     queue_notification,
     queue_stage,
     record_event,
+    work_of,
 )
 from services.errors import ConveyorError
 from services.jobs import build_result
 
 
-def _why_not_claimable(
-    session: Session, job_id: uuid.UUID, stage: str, max_attempts: int, clock: Clock
-) -> str:
+def _why_not_claimable(session: Session, probe: Claim, max_attempts: int, clock: Clock) -> str:
+    work = work_of(probe)
     row = session.execute(
-        select(
-            JobStage.status,
-            JobStage.attempts - JobStage.attempt_floor,
-            JobStage.available_at > clock.now(),
-        ).where(JobStage.job_id == job_id, JobStage.name == stage)
+        select(work.status, work.attempts - work.attempt_floor, work.available_at > clock.now()).where(
+            claimed_row(probe)
+        )
     ).one_or_none()
     if row is None:
         return "no_job"
     status, used, later = row
     if status in FINISHED_STAGE_STATUSES:
         return "finished"
-    if status == "pending":
+    if status in ("pending", "waiting"):
         return "not_reached"
     if used >= max_attempts:
         return "exhausted"
     return "not_due" if status == "queued" and later else "leased"
+
+
+def _claim(
+    session: Session,
+    job: JobState,
+    probe: Claim,
+    *,
+    lease_seconds: float,
+    max_attempts: int,
+    clock: Clock,
+) -> ClaimOutcome:
+    """Take the stage or part `probe` names (its attempt ignored) if it is queued and due, or
+    running under an expired lease, and has attempts left. The caller holds the job's lock."""
+    stage, worker, work = probe.stage, probe.worker, work_of(probe)
+    if stage != NOTIFY:
+        if not job.live:
+            return ClaimOutcome(None, "job_ended")
+        if job.cancel_requested:
+            return ClaimOutcome(None, "canceled", cancel_if_idle(session, job, clock).dispatches)
+    now = clock.now()
+    row = session.execute(
+        update(work)
+        .where(
+            claimed_row(probe),
+            or_(
+                and_(work.status == "queued", work.available_at <= now),
+                and_(work.status == "running", work.lease_until < now),
+            ),
+            work.attempts - work.attempt_floor < max_attempts,
+        )
+        .values(
+            status="running",
+            attempts=work.attempts + 1,
+            worker=worker,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            started_at=now,
+            finished_at=None,
+            progress=0.0,
+            message_id=None,
+            sent_at=None,
+        )
+        .returning(work.attempts, work.attempt_floor)
+    ).one_or_none()
+    if row is None:
+        refused = _why_not_claimable(session, probe, max_attempts, clock)
+        if refused == "exhausted":
+            return ClaimOutcome(None, refused, _give_up(session, job, probe, max_attempts, clock))
+        return ClaimOutcome(None, refused)
+    attempt, floor = row
+    claim = Claim(job.id, stage, attempt, worker, tries=attempt - floor, part=probe.part)
+    # An attempt still marked running was taken over: its worker died or went silent.
+    session.execute(
+        update(StageAttempt)
+        .where(
+            StageAttempt.job_id == job.id,
+            StageAttempt.stage == stage,
+            _same_part(claim),
+            StageAttempt.outcome == "running",
+        )
+        .values(outcome="lost", finished_at=now)
+    )
+    session.add(
+        StageAttempt(
+            job_id=job.id, stage=stage, part=probe.part, attempt=attempt, worker=worker, started_at=now
+        )
+    )
+    if stage != NOTIFY and job.status == "queued":
+        session.execute(update(Job).where(Job.id == job.id).values(status="running", updated_at=now))
+    if probe.part is None:
+        record_event(session, job.id, "stage.started", stage, attempt=attempt, worker=worker)
+    else:
+        record_event(session, job.id, "part.started", stage, part=probe.part, attempt=attempt, worker=worker)
+    return ClaimOutcome(claim)
+
+
+def _same_part(claim: Claim) -> Any:
+    return StageAttempt.part.is_(None) if claim.part is None else StageAttempt.part == claim.part
 
 
 def claim_stage(
@@ -74,62 +154,39 @@ def claim_stage(
     job = lock_job(session, job_id)
     if job is None:
         return ClaimOutcome(None, "no_job")
-    if stage != NOTIFY:
-        if not job.live:
-            return ClaimOutcome(None, "job_ended")
-        if job.cancel_requested:
-            return ClaimOutcome(None, "canceled", cancel_if_idle(session, job, clock).dispatches)
-    now = clock.now()
-    row = session.execute(
-        update(JobStage)
-        .where(
-            JobStage.job_id == job_id,
-            JobStage.name == stage,
-            or_(
-                and_(JobStage.status == "queued", JobStage.available_at <= now),
-                and_(JobStage.status == "running", JobStage.lease_until < now),
-            ),
-            JobStage.attempts - JobStage.attempt_floor < max_attempts,
-        )
-        .values(
-            status="running",
-            attempts=JobStage.attempts + 1,
-            worker=worker,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            started_at=now,
-            finished_at=None,
-            progress=0.0,
-            message_id=None,
-            sent_at=None,
-        )
-        .returning(JobStage.attempts, JobStage.attempt_floor)
-    ).one_or_none()
-    if row is None:
-        refused = _why_not_claimable(session, job_id, stage, max_attempts, clock)
-        if refused == "exhausted":
-            return ClaimOutcome(None, refused, _give_up(session, job, stage, max_attempts, clock))
-        return ClaimOutcome(None, refused)
-    attempt, floor = row
-    # An attempt still marked running was taken over: its worker died or went silent.
-    session.execute(
-        update(StageAttempt)
-        .where(StageAttempt.job_id == job_id, StageAttempt.stage == stage, StageAttempt.outcome == "running")
-        .values(outcome="lost", finished_at=now)
-    )
-    session.add(StageAttempt(job_id=job_id, stage=stage, attempt=attempt, worker=worker, started_at=now))
-    if stage != NOTIFY and job.status == "queued":
-        session.execute(update(Job).where(Job.id == job_id).values(status="running", updated_at=now))
-    record_event(session, job_id, "stage.started", stage, attempt=attempt, worker=worker)
-    return ClaimOutcome(Claim(job_id, stage, attempt, worker, tries=attempt - floor))
+    probe = Claim(job_id, stage, 0, worker)
+    return _claim(session, job, probe, lease_seconds=lease_seconds, max_attempts=max_attempts, clock=clock)
 
 
-def _give_up(session: Session, job: JobState, stage: str, max_attempts: int, clock: Clock) -> list[Dispatch]:
-    """A stage that has used its attempts (released by shutting-down workers, say) and is queued
-    again would wait for ever: it fails with `worker_lost`, and the job with it."""
-    message = f"The {stage} stage used its {max_attempts} attempts without finishing; giving up."
+def claim_part(
+    session: Session,
+    part_id: int,
+    *,
+    worker: str,
+    lease_seconds: float,
+    max_attempts: int,
+    clock: Clock = DATABASE_CLOCK,
+) -> ClaimOutcome:
+    """claim_stage for one part of a transcode, named by its row's id (its task's one argument)."""
+    found = session.execute(select(JobPart.job_id, JobPart.index).where(JobPart.id == part_id)).one_or_none()
+    job = lock_job(session, found[0]) if found else None
+    if found is None or job is None:
+        return ClaimOutcome(None, "no_job")
+    probe = Claim(job.id, TRANSCODE, 0, worker, part=found[1])
+    return _claim(session, job, probe, lease_seconds=lease_seconds, max_attempts=max_attempts, clock=clock)
+
+
+def _give_up(
+    session: Session, job: JobState, probe: Claim, max_attempts: int, clock: Clock
+) -> list[Dispatch]:
+    """A stage or part that has used its attempts (released by shutting-down workers, say) and
+    is queued again would wait for ever: it fails with `worker_lost`, and the job with it."""
+    what = probe.stage if probe.part is None else f"{probe.stage} part {probe.part}"
+    message = f"The {what} used its {max_attempts} attempts without finishing; giving up."
+    work = work_of(probe)
     failed = session.execute(
-        update(JobStage)
-        .where(JobStage.job_id == job.id, JobStage.name == stage, JobStage.status == "queued")
+        update(work)
+        .where(claimed_row(probe), work.status == "queued")
         .values(
             status="failed",
             error_code="worker_lost",
@@ -138,11 +195,13 @@ def _give_up(session: Session, job: JobState, stage: str, max_attempts: int, clo
             message_id=None,
             sent_at=None,
         )
-        .returning(JobStage.id)
+        .returning(work.id)
     ).scalar_one_or_none()
-    if failed is None or stage == NOTIFY or not job.live:
+    if failed is None or probe.stage == NOTIFY or not job.live:
         return []
-    return fail_job(session, job, stage, "worker_lost", message, clock)
+    if probe.part is not None:
+        fail_parts_stage(session, job.id, "worker_lost", message, clock)
+    return fail_job(session, job, probe.stage, "worker_lost", message, clock)
 
 
 def renew_lease(
@@ -153,15 +212,18 @@ def renew_lease(
     Progress also becomes a `stage.progress` event (what live clients follow) each time it
     crosses a whole point; the heartbeat calls this at most once a second, which bounds the
     event rate, and whole points bound the event count to about a hundred per attempt."""
-    previous = session.scalar(select(JobStage.progress).where(owned(claim)).with_for_update())
+    work = work_of(claim)
+    previous = session.scalar(select(work.progress).where(owned(claim)).with_for_update())
     if previous is None:
         return False
     session.execute(
-        update(JobStage)
+        update(work)
         .where(owned(claim))
         .values(lease_until=clock.now() + timedelta(seconds=lease_seconds), progress=progress)
     )
-    if int(progress) > int(previous):
+    if claim.part is not None:
+        report_parts_progress(session, claim.job_id)
+    elif int(progress) > int(previous):
         record_event(session, claim.job_id, "stage.progress", claim.stage, progress=round(progress, 1))
     return True
 
@@ -203,12 +265,15 @@ def complete_stage(
     Checks for a cancel first: a job canceled while this stage ran ends canceled, and its
     output is never recorded. Not applied when the attempt is stale (another attempt owns
     the stage): the output is discarded, and nothing it wrote is read, since every attempt
-    writes under its own attempt-scoped folder or key."""
+    writes under its own attempt-scoped folder or key. The part that completes last queues
+    its stage again, to stitch the parts."""
     canceled = _cancel_instead(session, claim, clock, body_finished=True)
     if canceled is not None:
         return canceled
     job = lock_job(session, claim.job_id)
     assert job is not None  # _cancel_instead found it, and holds its lock
+    if claim.part is not None:
+        return complete_part(session, job, claim, output, clock)
     now = clock.now()
     done = session.execute(
         update(JobStage)
@@ -252,8 +317,9 @@ def requeue_stage(
     canceled = _cancel_instead(session, claim, clock)
     if canceled is not None:
         return canceled
+    work = work_of(claim)
     released = session.execute(
-        update(JobStage)
+        update(work)
         .where(owned(claim))
         .values(
             status="queued",
@@ -265,12 +331,20 @@ def requeue_stage(
             error_code=error.code,
             error_message=error.message,
         )
-        .returning(JobStage.id)
+        .returning(work.id)
     ).scalar_one_or_none()
     if released is None:
         return Transition(False)
     end_attempt(session, claim, "retrying", clock, error_code=error.code)
-    record_event(session, claim.job_id, "stage.retrying", claim.stage, code=error.code, delay=delay_seconds)
+    record_event(
+        session,
+        claim.job_id,
+        "stage.retrying",
+        claim.stage,
+        code=error.code,
+        delay=delay_seconds,
+        part=claim.part,
+    )
     return Transition(True)
 
 
@@ -284,8 +358,9 @@ def fail_stage(
     if canceled is not None:
         return canceled
     job = lock_job(session, claim.job_id)
+    work = work_of(claim)
     failed = session.execute(
-        update(JobStage)
+        update(work)
         .where(owned(claim))
         .values(
             status="failed",
@@ -294,13 +369,15 @@ def fail_stage(
             finished_at=clock.now(),
             lease_until=None,
         )
-        .returning(JobStage.id)
+        .returning(work.id)
     ).scalar_one_or_none()
     if failed is None or job is None:
         return Transition(False)
     end_attempt(session, claim, "failed", clock, error_code=code)
     if claim.stage == NOTIFY or not job.live:
         return Transition(True)
+    if claim.part is not None:
+        fail_parts_stage(session, job.id, code, message, clock)
     return Transition(True, dispatches=fail_job(session, job, claim.stage, code, message, clock))
 
 
@@ -308,26 +385,27 @@ def release_stage(session: Session, claim: Claim, *, clock: Clock = DATABASE_CLO
     """Give a running stage back on shutdown so another worker takes it now, not after its lease
     expires. The attempt counts: a worker that crash-loops must use its attempts up. The old
     attempt's heartbeat then finds the stage gone and stops its work."""
-    message_id = uuid.uuid4()
+    work = work_of(claim)
     released = session.execute(
-        update(JobStage)
+        update(work)
         .where(owned(claim))
         .values(
             status="queued",
             worker=None,
             lease_until=None,
             available_at=clock.now(),
-            message_id=message_id,
+            message_id=uuid.uuid4(),
             sent_at=None,
         )
-        .returning(JobStage.id)
+        .returning(work.id)
     ).scalar_one_or_none()
     if released is None:
         return None
     end_attempt(session, claim, "released", clock)
-    record_event(session, claim.job_id, "stage.released", claim.stage, reason="worker_shutdown")
-    priority = session.scalar(select(Job.options["priority"].astext).where(Job.id == claim.job_id))
-    return Dispatch(claim.job_id, claim.stage, priority or "normal", message_id)
+    record_event(
+        session, claim.job_id, "stage.released", claim.stage, reason="worker_shutdown", part=claim.part
+    )
+    return dispatch_of(session, work, released)
 
 
 def record_stopped(session: Session, claim: Claim, reason: str, *, clock: Clock = DATABASE_CLOCK) -> None:
@@ -335,11 +413,6 @@ def record_stopped(session: Session, claim: Claim, reason: str, *, clock: Clock 
     ran out): only its own attempt record changes; the stage row belongs to someone else."""
     session.execute(
         update(StageAttempt)
-        .where(
-            StageAttempt.job_id == claim.job_id,
-            StageAttempt.stage == claim.stage,
-            StageAttempt.attempt == claim.attempt,
-            StageAttempt.outcome == "running",
-        )
+        .where(attempt_row(claim), StageAttempt.outcome == "running")
         .values(outcome="lost", error_code=reason, finished_at=clock.now())
     )

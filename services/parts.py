@@ -1,0 +1,66 @@
+"""Planning a transcode in parts: pure, from the probe and the settings.
+
+A part is a whole number of segments (PART_SECONDS, rounded to segments), so every part starts
+on a segment boundary, where every rendition has a keyframe, and its segments' numbers and
+timestamps continue the previous part's. The last part has no end: it runs to the end of the
+stream whatever the container's duration says. A short clip is one part; a source that cannot
+seek (no index to find a part's start by) is one part too. With several parts the sound is a
+part of its own, encoded once over the whole source (AAC pieces joined click at every join);
+with one, the same ffmpeg encodes it beside the video.
+"""
+
+from __future__ import annotations
+
+import math
+
+from services.contract.parts import PartPlan
+from services.probe import MediaInfo
+
+# Demuxers of raw elementary streams: no index, and no timestamps to seek by.
+UNSEEKABLE_DEMUXERS = frozenset(
+    {"h264", "hevc", "mpegvideo", "m4v", "rawvideo", "yuv4mpegpipe", "mjpeg", "vc1", "dirac", "av1"}
+)
+VIDEO, SOUND = "video", "sound"
+
+
+def seekable(info: MediaInfo) -> bool:
+    return info.demuxer not in UNSEEKABLE_DEMUXERS
+
+
+def part_length(segment_seconds: int, part_seconds: float) -> int:
+    """Seconds per part: a whole number of segments, at least one."""
+    return segment_seconds * max(1, round(part_seconds / segment_seconds))
+
+
+def plan_parts(info: MediaInfo, *, segment_seconds: int, part_seconds: float) -> list[PartPlan]:
+    """The parts of a transcode of `info`, video parts first (by start), then the sound part
+    when there are several video parts, or no video at all."""
+    duration = info.duration
+    if info.video is None:
+        return [PartPlan(0, SOUND, 0.0, None, duration, 0)]
+    length = part_length(segment_seconds, part_seconds)
+    count = max(1, math.ceil(duration / length - 1e-9)) if seekable(info) else 1
+    # A last part of less than a segment is folded into the one before: a process to start for
+    # a few frames costs more than it saves.
+    if count > 1 and duration - (count - 1) * length < segment_seconds:
+        count -= 1
+    per_part = length // segment_seconds
+    parts = [
+        PartPlan(
+            index=index,
+            kind=VIDEO,
+            start_seconds=float(index * length),
+            end_seconds=float((index + 1) * length) if index < count - 1 else None,
+            span_seconds=float(length) if index < count - 1 else max(0.0, duration - index * length),
+            first_segment=index * per_part,
+        )
+        for index in range(count)
+    ]
+    if count > 1 and info.has_audio:
+        parts.append(PartPlan(count, SOUND, 0.0, None, duration, 0))
+    return parts
+
+
+def sound_apart(parts: list[PartPlan]) -> bool:
+    """Whether the sound is a part of its own (else the one video part encodes it too)."""
+    return any(part.kind == SOUND for part in parts)

@@ -1,17 +1,13 @@
-"""Publishing HLS output to the delivery bucket, and the URLs players use to reach it."""
+"""S3 clients, the delivery bucket, and the URLs players use to reach what is published."""
 
 from __future__ import annotations
 
-import mimetypes
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import boto3
-from boto3.s3.transfer import TransferConfig
+from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
 from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -27,13 +23,15 @@ CONTENT_TYPES = {
     ".jpg": "image/jpeg",
     ".json": "application/json",
 }
-# Playlists change on every re-run of a job; segments never change once written.
-PLAYLIST_CACHE = "public, max-age=60"
-SEGMENT_CACHE = "public, max-age=31536000, immutable"
 # Objects of one publish tier sent side by side: a PUT is mostly waiting on the network, and a
 # long video has thousands of segments. Each large file's multipart upload adds its own threads.
 PUBLISH_CONCURRENCY = 8
 MULTIPART_CONCURRENCY = 4
+# What boto3 raises when S3 fails: its managed transfers (upload_file, copy) wrap a failed
+# request in S3UploadFailedError or S3TransferFailedError rather than a ClientError.
+STORAGE_ERRORS = (BotoCoreError, ClientError, S3UploadFailedError, S3TransferFailedError)
+MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
+CREATED_BY_ANOTHER = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 
 
 def make_delivery(settings: Settings) -> Delivery:
@@ -46,10 +44,19 @@ def make_delivery(settings: Settings) -> Delivery:
     )
 
 
-def make_s3_client(settings: Settings, *, timeout: float = 60.0, attempts: int = 5) -> Any:
+def make_s3_client(
+    settings: Settings,
+    *,
+    timeout: float = 60.0,
+    attempts: int = 5,
+    endpoint_url: str | None = None,
+    extra_checksums: bool = True,
+) -> Any:
+    """A client of S3_ENDPOINT_URL (or of `endpoint_url`). Without `extra_checksums` it adds no
+    CRC32 of its own to uploads (SigV4 still hashes every body over plain HTTP)."""
     return boto3.client(
         "s3",
-        endpoint_url=settings.s3_endpoint_url,
+        endpoint_url=endpoint_url or settings.s3_endpoint_url,
         region_name=settings.s3_region,
         config=Config(
             signature_version="s3v4",
@@ -59,6 +66,7 @@ def make_s3_client(settings: Settings, *, timeout: float = 60.0, attempts: int =
             read_timeout=timeout,
             # Enough connections for every file and multipart thread publish_tree runs at once.
             max_pool_connections=PUBLISH_CONCURRENCY * MULTIPART_CONCURRENCY,
+            request_checksum_calculation="when_supported" if extra_checksums else "when_required",
         ),
     )
 
@@ -68,8 +76,13 @@ def ensure_bucket(client: Any, bucket: str) -> None:
         client.head_bucket(Bucket=bucket)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
-            raise StorageFailed(f"The delivery bucket {bucket!r} cannot be reached: {exc}") from exc
-        client.create_bucket(Bucket=bucket)
+            raise StorageFailed(f"The bucket {bucket!r} cannot be reached: {exc}") from exc
+        try:
+            client.create_bucket(Bucket=bucket)
+        except ClientError as race:
+            # Another process (a second worker, the server's own start-up) made it meanwhile.
+            if race.response.get("Error", {}).get("Code") not in CREATED_BY_ANOTHER:
+                raise StorageFailed(f"The bucket {bucket!r} cannot be created: {race}") from race
     except BotoCoreError as exc:
         raise StorageFailed(f"The S3 server cannot be reached: {exc}") from exc
 
@@ -93,61 +106,6 @@ def allow_browser_playback(client: Any, bucket: str, origins: list[str]) -> bool
     return True
 
 
-def content_type(path: Path) -> str:
-    return CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-
-
-def publish_tiers(files: Iterable[Path]) -> list[list[Path]]:
-    """Segments and images, then media playlists and WebVTT, then the master: a tier is sent
-    only once the one before is complete, so a player that finds the master never finds a
-    playlist whose segments are missing. Within a tier the order does not matter."""
-
-    def tier(path: Path) -> int:
-        if path.name == "master.m3u8":
-            return 2
-        # A storyboard's WebVTT names its sprite the way a playlist names segments.
-        return 1 if path.suffix in (".m3u8", ".vtt") else 0
-
-    tiers: list[list[Path]] = [[], [], []]
-    for path in sorted(files):
-        tiers[tier(path)].append(path)
-    return [paths for paths in tiers if paths]
-
-
-def rewrite_playlist(text: str, url_for: Callable[[str], str]) -> str:
-    """Replace each relative URI in a playlist by the URL url_for gives (for signed delivery,
-    where a relative link would lose the signature)."""
-    lines = []
-    for line in text.splitlines():
-        if line and not line.startswith("#") and "://" not in line:
-            line = url_for(line)
-        elif line.startswith("#") and 'URI="' in line:
-            head, _, rest = line.partition('URI="')
-            uri, _, tail = rest.partition('"')
-            if "://" not in uri:
-                line = f'{head}URI="{url_for(uri)}"{tail}'
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
-def rewrite_vtt(text: str, url_for: Callable[[str], str]) -> str:
-    """Replace each relative image URI in a storyboard's cues (``sprite.jpg#xywh=…``) by the URL
-    url_for gives, keeping the fragment that names the region."""
-    lines = []
-    for line in text.splitlines():
-        uri, hash_, fragment = line.partition("#")
-        if hash_ and fragment.startswith("xywh=") and "://" not in uri:
-            line = f"{url_for(uri)}#{fragment}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
-REWRITERS: dict[str, Callable[[str, Callable[[str], str]], str]] = {
-    ".m3u8": rewrite_playlist,
-    ".vtt": rewrite_vtt,
-}
-
-
 @dataclass(frozen=True)
 class Delivery:
     """Where published objects are and how a player reaches them."""
@@ -169,106 +127,3 @@ class Delivery:
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.presign_seconds
         )
         return url
-
-
-def publish_tree(
-    delivery: Delivery, local_dir: Path, prefix: str, on_progress: Callable[[float], None] | None = None
-) -> dict[str, str]:
-    """Upload every file under local_dir to prefix/…, tier by tier (publish_tiers), the files of
-    a tier side by side; returns key by relative path.
-
-    With signed delivery, playlists and storyboards are rewritten to carry signed URLs of what
-    they reference.
-    """
-    config = TransferConfig(
-        multipart_threshold=delivery.multipart_threshold, max_concurrency=MULTIPART_CONCURRENCY
-    )
-    tiers = publish_tiers(p for p in local_dir.rglob("*") if p.is_file())
-    keys = {
-        str(path.relative_to(local_dir)): f"{prefix}/{path.relative_to(local_dir).as_posix()}"
-        for paths in tiers
-        for path in paths
-    }
-    total = len(keys)
-
-    def send(path: Path) -> None:
-        relative = str(path.relative_to(local_dir))
-        rewrite = REWRITERS.get(path.suffix)
-        extra = {
-            "ContentType": content_type(path),
-            "CacheControl": PLAYLIST_CACHE if rewrite else SEGMENT_CACHE,
-        }
-        if rewrite and delivery.signed:
-            parent = Path(relative).parent
-
-            def signed_url(uri: str) -> str:
-                return delivery.url(f"{prefix}/{(parent / uri).as_posix()}")
-
-            body = rewrite(path.read_text(), signed_url).encode()
-            delivery.client.put_object(Bucket=delivery.bucket, Key=keys[relative], Body=body, **extra)
-        else:
-            delivery.client.upload_file(
-                str(path), delivery.bucket, keys[relative], ExtraArgs=extra, Config=config
-            )
-
-    done = 0
-    with ThreadPoolExecutor(PUBLISH_CONCURRENCY, thread_name_prefix="publish") as pool:
-        for paths in tiers:
-            futures = [pool.submit(send, path) for path in paths]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-                    done += 1
-                    if on_progress is not None:
-                        on_progress(100.0 * done / total)
-            except (BotoCoreError, ClientError) as exc:
-                for future in futures:
-                    future.cancel()
-                raise StorageFailed(f"Publishing to the delivery bucket failed: {exc}") from exc
-    return keys
-
-
-def publish_hls(
-    delivery: Delivery,
-    hls_dir: Path,
-    prefix: str,
-    transcoded: dict[str, Any],
-    on_progress: Callable[[float], None] | None = None,
-) -> dict[str, Any]:
-    """Publish a transcode's output (``transcoded`` is what the transcode stage recorded): the
-    playback URL, one URL per rendition playlist, the poster's and the storyboard's URLs."""
-    keys = publish_tree(delivery, hls_dir, prefix, on_progress)
-    storyboard = transcoded.get("storyboard")
-    poster = transcoded.get("poster")
-    return {
-        "bucket": delivery.bucket,
-        "prefix": prefix,
-        "playback_url": delivery.url(keys["master.m3u8"]),
-        "segment_format": transcoded.get("segment_format", "ts"),
-        "renditions": [
-            {
-                "name": rendition["name"],
-                # An audio-only rendition has no picture: null, not a 0x0 one.
-                "width": rendition["width"] or None,
-                "height": rendition["height"] or None,
-                "fps": rendition.get("fps") or None,
-                "bandwidth": rendition["bandwidth"],
-                "average_bandwidth": rendition.get("average_bandwidth"),
-                "url": delivery.url(keys[f"{rendition['name']}/index.m3u8"]),
-            }
-            for rendition in transcoded["renditions"]
-        ],
-        "poster_url": delivery.url(keys[poster]) if poster else None,
-        "storyboard": None
-        if not storyboard
-        else {
-            "vtt_url": delivery.url(keys[storyboard["vtt"]]),
-            "sprite_url": delivery.url(keys[storyboard["sprite"]]),
-            "interval": storyboard["interval"],
-            "count": storyboard["count"],
-            "columns": storyboard["columns"],
-            "rows": storyboard["rows"],
-            "tile_width": storyboard["tile_width"],
-            "tile_height": storyboard["tile_height"],
-        },
-    }

@@ -1,0 +1,178 @@
+"""Writing one S3 object from a stream of unknown length, in constant memory.
+
+Bytes gather into a part; a full part is sent by a background thread while the next one
+fills, so reading (an HTTP body, a download) and sending overlap. At most IN_FLIGHT parts
+are in memory besides the one filling: a writer that outruns the store waits for it, and
+looks at its stop flag while it waits. A stream that ends within one part is sent as a plain
+PUT at commit. Until the commit nothing is visible under the key: an incomplete multipart
+upload is invisible to readers and listings, and the retention task aborts it if its writer
+was killed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import Any
+
+from services.errors import Canceled, StorageFailed
+from services.storage import STORAGE_ERRORS
+from services.workspace.base import StopCheck, never
+from services.workspace.streams import STOP_POLL_SECONDS
+
+PART_BYTES = 8 * 1024 * 1024
+IN_FLIGHT = 2
+# S3 allows 10,000 parts. Parts grow every 1,000 (8 MiB, then 16, 32, …), so an object of
+# any size our limits allow fits, and small ones keep small parts.
+PARTS_PER_SIZE = 1000
+
+
+def part_size(number: int) -> int:
+    """The size part `number` (from 1) is sent at, once that many bytes have gathered."""
+    return int(PART_BYTES * 2 ** ((number - 1) // PARTS_PER_SIZE))
+
+
+class MultipartWriter:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        name: str,
+        key: str,
+        *,
+        should_stop: StopCheck = never,
+        describe: str = "the workspace",
+    ) -> None:
+        self.client, self.bucket, self.name, self.key = client, bucket, name, key
+        self.should_stop = should_stop
+        self.describe = describe
+        self.size = 0
+        self._chunks: list[bytes] = []
+        self._gathered = 0
+        self._upload_id: str | None = None
+        self._parts: list[Future[dict[str, Any]]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        if self._done:
+            raise ValueError("write after commit or abort")
+        if not data:
+            return
+        self._chunks.append(bytes(data))
+        self._gathered += len(data)
+        self.size += len(data)
+        if self._gathered >= part_size(len(self._parts) + 1):
+            self._send_part()
+
+    def commit(self) -> int:
+        if self._done:
+            raise ValueError("commit after commit or abort")
+        try:
+            if self._upload_id is None:
+                body = b"".join(self._chunks)
+                self._chunks, self._gathered = [], 0
+                self._call("put_object", Bucket=self.bucket, Key=self.name, Body=body)
+            else:
+                if self._gathered:
+                    self._send_part()
+                parts = [self._wait(future) for future in self._parts]
+                self._call(
+                    "complete_multipart_upload",
+                    Bucket=self.bucket,
+                    Key=self.name,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+        except BaseException:
+            self.abort()
+            raise
+        self._finish()
+        return self.size
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._finish()
+        if self._upload_id is not None:
+            # Invisible anyway; should this fail, the retention task aborts what is left over.
+            with contextlib.suppress(*STORAGE_ERRORS):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.name, UploadId=self._upload_id
+                )
+
+    def __enter__(self) -> MultipartWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if error is not None:
+            self.abort()
+        elif not self._done:
+            self.commit()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        self._done = True
+        self._chunks, self._gathered = [], 0
+        if self._pool is not None:
+            for future in self._parts:
+                future.cancel()
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _call(self, operation: str, **params: Any) -> Any:
+        try:
+            return getattr(self.client, operation)(**params)
+        except STORAGE_ERRORS as exc:
+            raise StorageFailed(f"Writing {self.key} to {self.describe} failed: {exc}") from exc
+
+    def _send_part(self) -> None:
+        body = b"".join(self._chunks)
+        self._chunks, self._gathered = [], 0
+        if self._upload_id is None:
+            started = self._call("create_multipart_upload", Bucket=self.bucket, Key=self.name)
+            self._upload_id = str(started["UploadId"])
+            self._pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="multipart")
+        assert self._pool is not None
+        self._wait_for_room()
+        number = len(self._parts) + 1
+        self._parts.append(self._pool.submit(self._upload_part, number, body))
+
+    def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
+        answer = self._call(
+            "upload_part",
+            Bucket=self.bucket,
+            Key=self.name,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=body,
+        )
+        return {"PartNumber": number, "ETag": answer["ETag"]}
+
+    def _wait_for_room(self) -> None:
+        while True:
+            pending = [future for future in self._parts if not future.done()]
+            for future in self._parts:
+                if future.done() and future.exception() is not None:
+                    raise future.exception()  # type: ignore[misc]
+            if len(pending) < IN_FLIGHT:
+                return
+            self._check_stop()
+            concurrent.futures.wait(pending, timeout=STOP_POLL_SECONDS, return_when="FIRST_COMPLETED")
+
+    def _wait(self, future: Future[dict[str, Any]]) -> dict[str, Any]:
+        while True:
+            self._check_stop()
+            try:
+                return future.result(timeout=STOP_POLL_SECONDS)
+            except concurrent.futures.TimeoutError:
+                continue
+
+    def _check_stop(self) -> None:
+        if self.should_stop():
+            raise Canceled(f"Writing {self.key} was stopped.")

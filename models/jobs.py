@@ -103,6 +103,9 @@ class JobStage(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # What one attempt hands on to the next (the Veo operation a fetch waits for); written only
+    # by the running attempt (services.stage_state), kept across attempts and retries.
+    resume_state: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     job: Mapped[Job] = relationship(back_populates="stages")
 

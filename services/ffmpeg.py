@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from services.confine import confine
-from services.errors import Canceled, InvalidMedia, StageTimeout, TranscodeFailed
+from services.errors import Canceled, InvalidMedia, StageTimeout, StorageFailed, TranscodeFailed
 from services.ladder import Rendition
 from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, h264_level
 from services.probe import REFUSED_DEMUXERS, MediaInfo
@@ -37,6 +37,8 @@ STDERR_TAIL_LINES = 50
 KILL_GRACE_SECONDS = 1.0
 H264_PROFILE = "high"
 SegmentFormat = Literal["ts", "fmp4"]
+# How ffmpeg reports ENOSPC (strerror), whichever output it was writing.
+NO_SPACE = "No space left on device"
 # mjpeg quality scale (2 best … 31 worst): 3 keeps a poster sharp at a fraction of PNG's size.
 JPEG_QUALITY = "3"
 
@@ -342,6 +344,10 @@ def run_ffmpeg(
         stdout.close()
         stderr.close()
     if process.returncode != 0:
-        raise TranscodeFailed(f"ffmpeg exited with status {process.returncode}: {_tail(stderr_tail)}")
+        tail = _tail(stderr_tail)
+        if NO_SPACE in tail:
+            # The host's disk, not the media: another attempt, maybe elsewhere, may have room.
+            raise StorageFailed(f"ffmpeg ran out of scratch space: {tail}")
+        raise TranscodeFailed(f"ffmpeg exited with status {process.returncode}: {tail}")
     if on_progress is not None:
         on_progress(100.0)

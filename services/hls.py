@@ -1,14 +1,15 @@
-"""The transcode stage's work: plan, run one ffmpeg, measure, write the master and stills."""
+"""The transcode stage's work: plan, run one ffmpeg, measure, write the master and stills;
+the outputs go up to the attempt's prefix in the workspace while ffmpeg still writes them."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from services.config import Settings
+from services.errors import Canceled
 from services.ffmpeg import SegmentFormat, build_hls_command, run_ffmpeg
 from services.ladder import Rendition, plan_ladder
 from services.playlists import (
@@ -28,6 +29,8 @@ from services.storyboard import (
     plan_storyboard,
     storyboard_vtt,
 )
+from services.workspace import Workspace
+from services.workspace.live import FolderUploader
 
 # How often the runner looks at the stop flag; a cancel must end ffmpeg within 2 s of the
 # request, and the heartbeat that sets the flag already takes up to one of them.
@@ -100,49 +103,87 @@ def transcode_to_hls(
     on_progress: Callable[[float], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
-    """Write master.m3u8, one folder per rendition, the poster and the storyboard into out_dir.
-    `info` is the source as the fetch stage probed it, within the probe limits.
+    """Write master.m3u8, one folder per rendition, the poster and the storyboard into out_dir
+    (a scratch folder). `info` is the source as the fetch stage probed it, within the probe
+    limits.
 
     Returns what the stage records: the renditions with their measured bit rates, the segment
-    format and the stills' file names. On any way out but success out_dir is removed: half a
-    ladder must never be published, and a canceled job should not keep its disk.
+    format and the stills' file names.
     """
-    try:
-        # ffmpeg's HLS muxer makes the rendition folders, but the image muxer makes none.
-        out_dir.mkdir(parents=True, exist_ok=True)
-        renditions = plan_ladder(info, requested)
-        storyboard = storyboard_plan_for(info, settings)
-        args = build_hls_command(
-            source,
-            info,
-            renditions,
-            out_dir,
-            segment_seconds=settings.segment_seconds,
-            preset=settings.x264_preset,
-            threads=settings.ffmpeg_threads,
-            segment_format=segment_format,
-            storyboard=storyboard,
-        )
-        run_ffmpeg(
-            args,
-            duration=info.duration,
-            on_progress=on_progress,
-            should_stop=should_stop,
-            timeout=settings.time_limits("transcode")[0],
-            memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
-            poll_seconds=STOP_POLL_SECONDS,
-            written_seconds=SegmentsWritten(
-                out_dir / renditions[0].name, segment_format, settings.segment_seconds
-            ),
-        )
-        measured = [measure_variant(out_dir / rendition.name) for rendition in renditions]
-        master = write_master_playlist(renditions, info.has_audio, measured, fmp4=segment_format == "fmp4")
-        (out_dir / MASTER_PLAYLIST).write_text(master)
-        stills = _stills(out_dir, storyboard, info.duration)
-    except BaseException:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        raise
+    # ffmpeg's HLS muxer makes the rendition folders, but the image muxer makes none.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    renditions = plan_ladder(info, requested)
+    storyboard = storyboard_plan_for(info, settings)
+    args = build_hls_command(
+        source,
+        info,
+        renditions,
+        out_dir,
+        segment_seconds=settings.segment_seconds,
+        preset=settings.x264_preset,
+        threads=settings.ffmpeg_threads,
+        segment_format=segment_format,
+        storyboard=storyboard,
+    )
+    run_ffmpeg(
+        args,
+        duration=info.duration,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        timeout=settings.time_limits("transcode")[0],
+        memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
+        poll_seconds=STOP_POLL_SECONDS,
+        written_seconds=SegmentsWritten(
+            out_dir / renditions[0].name, segment_format, settings.segment_seconds
+        ),
+    )
+    measured = [measure_variant(out_dir / rendition.name) for rendition in renditions]
+    master = write_master_playlist(renditions, info.has_audio, measured, fmp4=segment_format == "fmp4")
+    (out_dir / MASTER_PLAYLIST).write_text(master)
+    stills = _stills(out_dir, storyboard, info.duration)
     return {
         "renditions": [_rendition_output(r, m) for r, m in zip(renditions, measured, strict=True)],
         "segment_format": segment_format,
     } | stills
+
+
+def transcode_job(
+    source_key: str,
+    workspace: Workspace,
+    prefix: str,
+    scratch: Path,
+    settings: Settings,
+    *,
+    info: MediaInfo,
+    requested: Sequence[str] | None,
+    segment_format: SegmentFormat,
+    on_progress: Callable[[float], None],
+    should_stop: Callable[[], bool],
+) -> dict[str, Any]:
+    """The transcode stage: the source copied from the workspace into scratch (ffmpeg reads
+    only files Conveyor hands it), the ladder written into scratch and mirrored to `prefix`
+    (the attempt's own) as it is written. Half a ladder is never recorded: the stage's output,
+    which names `prefix`, exists only once every file is up."""
+    source = workspace.get_file(source_key, scratch / "source", should_stop=should_stop)
+    out_dir = scratch / "hls"
+    out_dir.mkdir()
+    with FolderUploader(out_dir, workspace, prefix, should_stop=should_stop) as uploads:
+        try:
+            output = transcode_to_hls(
+                source,
+                out_dir,
+                settings,
+                info=info,
+                requested=requested,
+                segment_format=segment_format,
+                on_progress=lambda percent: on_progress(min(percent, 99.0)),
+                # A failed upload stops ffmpeg now: the attempt cannot succeed any more.
+                should_stop=lambda: should_stop() or uploads.failed,
+            )
+        except Canceled:
+            if uploads.error is not None:
+                raise uploads.error from None
+            raise
+        uploads.finish()
+    on_progress(100.0)
+    return {"prefix": prefix} | output

@@ -352,7 +352,8 @@ def bare_analysis(source: Path, hls_dir: Path) -> float:
     """The local analysis as the analyze stage runs it: sound from the source, pictures from the
     smallest rendition of `hls_dir` (what bare_transcode wrote)."""
     info = probe(source)
-    pictures = smallest_picture(hls_dir, [asdict(rendition) for rendition in plan_ladder(info, None)])
+    smallest = smallest_picture([asdict(rendition) for rendition in plan_ladder(info, None)])
+    pictures = hls_dir / smallest / "index.m3u8" if smallest else None
     started = time.perf_counter()
     analyze_local(source, info, pictures=pictures)
     return time.perf_counter() - started

@@ -1,7 +1,7 @@
 """Captions from a transcript: a WebVTT subtitle rendition added to a published HLS stream.
 
 The text decisions (cues, playlists, the master's new lines) are pure functions; publishing
-goes through services.storage, which uploads the master last and signs every URI in it.
+goes through services.publishing, which uploads the master last and signs every URI in it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.storage import Delivery, publish_tree
+from services.publishing import LocalFolder, publish_tree
+from services.storage import Delivery
 
 GROUP_ID = "subs"
 SUBTITLES_DIR = "subtitles"
@@ -142,7 +143,7 @@ def first_segment_start(media_playlist: Path) -> float | None:
 def publish_captions(
     delivery: Delivery,
     *,
-    hls_dir: Path,
+    master: str,
     out_dir: Path,
     prefix: str,
     cues: Sequence[Cue],
@@ -151,8 +152,8 @@ def publish_captions(
     duration: float,
     mpegts_start: float | None,
 ) -> list[dict[str, str]]:
-    """Write the subtitle rendition and the new master into out_dir and publish them under the
-    job's prefix; the caption list for the job's result."""
+    """Write the subtitle rendition and the new master (from `master`, the transcode's) into
+    out_dir and publish them under the job's prefix; the caption list for the job's result."""
     vtt = build_webvtt(cues, mpegts_start=mpegts_start)
     # The file name carries its content hash: segments are cached as immutable, and a re-run
     # of the analysis may write different captions.
@@ -162,8 +163,8 @@ def publish_captions(
     subtitles.mkdir(parents=True, exist_ok=True)
     (subtitles / vtt_name).write_text(vtt)
     (out_dir / track.playlist_uri).write_text(subtitle_playlist(vtt_name, duration))
-    (out_dir / "master.m3u8").write_text(add_subtitles((hls_dir / "master.m3u8").read_text(), [track]))
-    keys = publish_tree(delivery, out_dir, prefix)
+    (out_dir / "master.m3u8").write_text(add_subtitles(master, [track]))
+    keys = publish_tree(delivery, LocalFolder(out_dir, delivery.multipart_threshold), prefix)
     return [
         {
             "language": language,

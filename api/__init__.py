@@ -20,7 +20,7 @@ from api.metrics import init_metrics
 from services.apikeys import RecentKeys
 from services.config import Settings, get_settings
 from services.logs import configure_logging, log_context
-from services.workspace import Workspace
+from services.workspace import open_workspace
 
 log = logging.getLogger("conveyor.api")
 
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Refused from the Content-Length header, before a byte of the body is read.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.extensions["conveyor.settings"] = settings
-    app.extensions["conveyor.workspace"] = Workspace.from_url(settings.workspace_url)
+    app.extensions["conveyor.workspace"] = open_workspace(settings)
     init_db(app, settings.database_url)
     app.extensions["conveyor.keys"] = RecentKeys(settings.api_key_cache_seconds)
     register_error_handlers(app)
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics_bp)
     app.register_blueprint(web.bp)
-    app.teardown_request(uploads.discard_incoming)
+    app.teardown_request(uploads.discard_uploads)
     _log_requests(app)
     return app
 

@@ -27,6 +27,8 @@ STATUS_BY_CODE = {
     "blocked_url": 422,
     "rate_limited": 429,
     "unavailable": 503,
+    # The workspace cannot take the upload now (bucket missing, store unreachable, disk full).
+    "storage_failed": 503,
 }
 CODE_BY_HTTP_STATUS = {
     400: "invalid_request",

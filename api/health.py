@@ -1,4 +1,4 @@
-"""Liveness and readiness: is the process up; can it reach PostgreSQL, Redis and S3."""
+"""Liveness and readiness: is the process up; can it reach PostgreSQL, Redis, S3 and the workspace."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from api.db import sessions
 from api.openapi import operation
 from api.responses import Readiness, Status
 from services.config import Settings
-from services.health import check_database, check_redis, check_s3
+from services.health import check_database, check_redis, check_s3, check_workspace
 
 bp = Blueprint("health", __name__)
 
@@ -22,7 +22,7 @@ def livez() -> ResponseReturnValue:
 
 @bp.get("/readyz")
 @operation(
-    "PostgreSQL, Redis and S3 each checked, with latency.",
+    "PostgreSQL, Redis, S3 and the workspace each checked, with latency.",
     access="public",
     tag="health",
     responses={200: Readiness, 503: Readiness},
@@ -33,6 +33,7 @@ def readyz() -> ResponseReturnValue:
         "postgres": check_database(sessions()),
         "redis": check_redis(settings.redis_url),
         "s3": check_s3(settings),
+        "workspace": check_workspace(settings),
     }
     ready = all(check["ok"] for check in checks.values())
     return jsonify({"status": "ready" if ready else "unavailable", "checks": checks}), 200 if ready else 503

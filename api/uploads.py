@@ -1,15 +1,20 @@
-"""Uploads: the multipart body is streamed straight into the workspace, never held in memory."""
+"""Uploads: the multipart body is streamed straight into the workspace, never held in memory.
+
+The job's id is chosen before the first byte arrives, so the file goes to its final key
+(``jobs/<job_id>/source/<name>``) as an S3 multipart upload: no copy, no rename, memory
+bounded by a few parts. Nothing is visible under the key until the request has been accepted;
+a refused request (bad options, an empty file, a client gone mid-body) aborts the upload and
+leaves nothing behind.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from flask import Blueprint, Request, current_app, g, request
 from flask.typing import ResponseReturnValue
-from werkzeug.utils import secure_filename
 
 from api.errors import ApiError
 from api.jobs import submit_job
@@ -17,13 +22,41 @@ from api.limits import submit_limit
 from api.openapi import operation
 from api.responses import JobOut, UploadForm
 from api.schemas import parse_options
-from services.workspace import Workspace
+from services.workspace import ObjectWriter, Workspace
+from services.workspace.keys import upload_key
 
 bp = Blueprint("uploads", __name__)
 
 
+class UploadStream:
+    """What werkzeug's form parser writes one file part into: the workspace writer of its key."""
+
+    def __init__(self, writer: ObjectWriter) -> None:
+        self.writer = writer
+
+    def write(self, data: bytes) -> int:
+        self.writer.write(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        # The parser rewinds a part's container when the part ends; there is nothing to rewind.
+        return 0
+
+    def tell(self) -> int:
+        return self.writer.size
+
+    def close(self) -> None:
+        # The view commits what it accepts; discard_uploads aborts everything else.
+        pass
+
+
+def _workspace() -> Workspace:
+    workspace: Workspace = current_app.extensions["conveyor.workspace"]
+    return workspace
+
+
 class StreamingUploadRequest(Request):
-    """Writes each uploaded file part directly to a fresh file in the workspace, chunk by chunk."""
+    """Writes each uploaded file part directly into the workspace, chunk by chunk."""
 
     def _get_file_stream(
         self,
@@ -32,16 +65,20 @@ class StreamingUploadRequest(Request):
         filename: str | None = None,
         content_length: int | None = None,
     ) -> IO[bytes]:
-        workspace: Workspace = current_app.extensions["conveyor.workspace"]
-        path = workspace.incoming_path()
-        g.setdefault("incoming_files", []).append(path)
-        return path.open("wb+")
+        job_id: uuid.UUID = g.setdefault("upload_job_id", uuid.uuid4())
+        writers: list[ObjectWriter] = g.setdefault("upload_writers", [])
+        key = upload_key(job_id, filename or "upload")
+        if any(writer.key == key for writer in writers):  # another part of the same name
+            key = f"{key}.{len(writers)}"
+        writer = _workspace().open_writer(key)
+        writers.append(writer)
+        return cast(IO[bytes], UploadStream(writer))
 
 
-def discard_incoming(_: BaseException | None = None) -> None:
-    """Remove received files no job adopted (a rejected request must leave nothing behind)."""
-    for path in g.pop("incoming_files", []):
-        Path(path).unlink(missing_ok=True)
+def discard_uploads(_: BaseException | None = None) -> None:
+    """Abort every upload of the request that no job adopted (a refused request leaves nothing)."""
+    for writer in g.pop("upload_writers", []):
+        writer.abort()
 
 
 @bp.post("/uploads")
@@ -51,7 +88,7 @@ def discard_incoming(_: BaseException | None = None) -> None:
     body=UploadForm,
     multipart=True,
     responses={202: JobOut},
-    errors=(413, 415, 422, 429),
+    errors=(413, 415, 422, 429, 503),
 )
 @submit_limit
 def upload() -> ResponseReturnValue:
@@ -65,18 +102,13 @@ def upload() -> ResponseReturnValue:
     except json.JSONDecodeError as error:
         raise ApiError("invalid_options", f"The 'options' field is not valid JSON: {error.msg}.") from error
     options = parse_options(raw_options)
-    incoming = Path(file.stream.name)  # type: ignore[union-attr]
-    file.stream.close()
-    size = incoming.stat().st_size
-    if size == 0:
+    writer = cast(UploadStream, file.stream).writer
+    if writer.size == 0:
         raise ApiError("invalid_media", "The uploaded file is empty.")
-    workspace: Workspace = current_app.extensions["conveyor.workspace"]
-    job_id = uuid.uuid4()
-    filename = secure_filename(file.filename) or "upload"
-    path = workspace.adopt_upload(incoming, job_id, filename)
-    source = {"upload": {"filename": file.filename, "bytes": size, "path": workspace.relative(path)}}
+    size = writer.commit()
+    source = {"upload": {"filename": file.filename, "bytes": size, "key": writer.key}}
     try:
-        return submit_job(source, options, job_id=job_id)
+        return submit_job(source, options, job_id=g.upload_job_id)
     except Exception:
-        workspace.remove_job(job_id)
+        _workspace().remove(writer.key)
         raise

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.config import Settings
 from services.storage import make_s3_client
+from services.workspace import open_workspace
 
 CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -63,3 +64,8 @@ def check_s3(settings: Settings) -> dict[str, Any]:
                 raise
 
     return _timed(head)
+
+
+def check_workspace(settings: Settings) -> dict[str, Any]:
+    """Can the workspace be written: its bucket exists and answers (or its folder is there)."""
+    return _timed(open_workspace(settings, timeout=CHECK_TIMEOUT_SECONDS, attempts=1).check)

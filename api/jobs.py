@@ -18,7 +18,7 @@ from api.schemas import JobRequest, parse_job_request, parse_model
 from models import Job
 from services.events import parse_last_event_id, stream_job_events
 from services.jobs import create_job, job_to_dict
-from services.operations import Cursor, list_jobs, retry_job, retry_needs_workspace
+from services.operations import Cursor, list_jobs, rerun_prefixes, retry_inputs, retry_job
 from services.queue_stats import Waiting, waiting_position
 from services.stages import request_cancel
 from services.workspace import Workspace
@@ -171,10 +171,13 @@ def retry_response(job_id: str) -> ResponseReturnValue:
     """Shared by the owner's route and the admin's POST /queue/retry/<id> (visible_job decides)."""
     job = visible_job(job_id)
     workspace: Workspace = current_app.extensions["conveyor.workspace"]
-    if job.status == "failed" and retry_needs_workspace(job) and not workspace.job_dir(job.id).is_dir():
+    if job.status == "failed" and not all(workspace.exists(needed) for needed in retry_inputs(job)):
         raise ApiError("conflict", "The job's workspace files were cleaned away; submit it again.")
     session = db()
     first = retry_job(session, job.id)
+    # Under the job's row lock, so the retention task cannot clean it meanwhile.
+    for prefix in rerun_prefixes(job):
+        workspace.remove(prefix)
     session.commit()
     redispatch(job.id, first, job.options)
     session.refresh(job)

@@ -32,6 +32,7 @@ imports = (
     "tasks.analyze",
     "tasks.notify",
     "tasks.maintenance",
+    "tasks.retention",
     "tasks.shutdown",
     "tasks.pauses",
 )
@@ -67,4 +68,9 @@ worker_max_tasks_per_child = 100
 
 beat_schedule = {
     "sweep-stages": {"task": "maintenance.sweep", "schedule": _settings.sweep_interval_seconds},
+    # Ended jobs' workspace objects, orphans and abandoned uploads (tasks/retention.py).
+    "clean-workspace": {
+        "task": "maintenance.clean_workspace",
+        "schedule": _settings.workspace_clean_interval_seconds,
+    },
 }

@@ -72,12 +72,24 @@ class Job(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the retention task removed the job's workspace objects; it looks only at ended jobs
+    # where this is still null, so its cost follows what is due, not every job ever run.
+    workspace_cleaned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     stages: Mapped[list[JobStage]] = relationship(
         back_populates="job", order_by="JobStage.position", cascade="all, delete-orphan", lazy="selectin"
     )
 
-    __table_args__ = (Index("ix_jobs_status_created_at", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+        Index(
+            "ix_jobs_workspace_due",
+            "finished_at",
+            postgresql_where=text(
+                "workspace_cleaned_at IS NULL AND status IN ('succeeded', 'failed', 'canceled')"
+            ),
+        ),
+    )
 
 
 class JobStage(Base):

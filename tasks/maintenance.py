@@ -1,4 +1,5 @@
-"""Periodic maintenance run by beat: recover lost stages, clear finished workspaces."""
+"""Periodic maintenance run by beat: recover lost stages (the workspace's retention is
+tasks/retention.py)."""
 
 import logging
 
@@ -6,10 +7,10 @@ import redis
 
 from services.broker import stages_in_broker
 from services.config import get_settings
-from services.recovery import recover_lost_stages, workspace_jobs_to_remove
+from services.recovery import recover_lost_stages
 from tasks import app
 from tasks.pipeline import dispatch
-from tasks.runtime import session_factory, workspace
+from tasks.runtime import session_factory
 
 log = logging.getLogger("conveyor.sweeper")
 
@@ -22,17 +23,13 @@ def sweep() -> dict[str, int]:
         in_broker = stages_in_broker(client, queues)
     with session_factory().begin() as session:
         recovery = recover_lost_stages(session, settings, in_broker)
-        removable = workspace_jobs_to_remove(session, workspace().job_folders(), settings)
     for lost in recovery.to_dispatch:
         log.info("re-dispatching lost stage", extra={"job_id": str(lost.job_id), "stage": lost.stage})
         dispatch(lost.job_id, lost.stage, lost.priority)
     for lost in recovery.failed:
         log.warning("stage gave up: worker lost", extra={"job_id": str(lost.job_id), "stage": lost.stage})
         dispatch(lost.job_id, "notify", lost.priority)
-    for job_id in removable:
-        workspace().remove_job(job_id)
     return {
         "redispatched": len(recovery.to_dispatch),
         "failed": len(recovery.failed),
-        "cleaned": len(removable),
     }

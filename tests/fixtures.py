@@ -27,7 +27,7 @@ from werkzeug.serving import make_server
 
 from scripts.s3server import start_weed, stop_weed
 from services.config import get_settings
-from tests.conftest import REDIS_OWNER_KEY, S3_PORT, TEST_DB, TEST_ROOT
+from tests.conftest import REDIS_OWNER_KEY, S3_PORT, TEST_DB, TEST_ROOT, WORKSPACE_BUCKET
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = os.uname().nodename
@@ -67,6 +67,8 @@ def sessions(database: str) -> sessionmaker[Session]:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
+    from services.storage import ensure_bucket, make_s3_client
+
     settings = get_settings()
     proc = start_weed(
         TEST_ROOT / "s3",
@@ -74,6 +76,9 @@ def s3_server() -> Iterator[str]:
         access_key=os.environ["AWS_ACCESS_KEY_ID"],
         secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
     )
+    # The workspace bucket exists before anything runs, as an operator makes it (workers and
+    # the API never create it: a missing workspace bucket is a fault to report, not to paper over).
+    ensure_bucket(make_s3_client(settings), WORKSPACE_BUCKET)
     yield settings.s3_endpoint_url or ""
     stop_weed(proc)
 

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -125,10 +125,12 @@ def start_worker(
     concurrency: int = 2,
     beat: bool = False,
     env: dict[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> WorkerProcess:
     """A real `celery -A tasks worker` process, returned once it answers a ping.
 
-    `env` overrides settings for this worker alone (e.g. a short STAGE_TIME_LIMITS)."""
+    `env` overrides settings for this worker alone (e.g. a short STAGE_TIME_LIMITS);
+    `wrapper` is a command the worker runs under (e.g. one that gives it a mount namespace)."""
 
     log_path = TEST_ROOT / f"worker-{name}.log"
     args = [
@@ -140,7 +142,7 @@ def start_worker(
         args += ["--beat", "--schedule", str(TEST_ROOT / f"beat-{name}")]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            args,
+            [*wrapper, *args],
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -108,9 +108,10 @@ def fetch_url(
 def _hang_up(response: urllib3.BaseHTTPResponse) -> None:
     """End the connection under a read that may still be blocked in the reader thread (a
     stopped fetch of a slow server): closing the response alone would wait for that read. A
-    shutdown of the socket (through a duplicate of its descriptor) wakes the read at once."""
+    shutdown of the socket (through a duplicate of its descriptor) wakes the read at once. A
+    body read to its end has no socket left (http.client drops it: AttributeError)."""
     with (
-        contextlib.suppress(OSError, ValueError),
+        contextlib.suppress(OSError, ValueError, AttributeError),
         socket.fromfd(response.fileno(), socket.AF_INET, socket.SOCK_STREAM) as duplicate,
     ):
         duplicate.shutdown(socket.SHUT_RDWR)

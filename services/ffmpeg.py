@@ -343,11 +343,12 @@ def run_ffmpeg(
             reader.join(timeout=KILL_GRACE_SECONDS)
         stdout.close()
         stderr.close()
+    tail = _tail(stderr_tail)
+    if NO_SPACE in tail:
+        # The host's disk, not the media: another attempt, maybe elsewhere, may have room. Checked
+        # whatever the exit status: ffmpeg 5.1 exits 0 when only its trailer could not be written.
+        raise StorageFailed(f"ffmpeg ran out of scratch space: {tail}")
     if process.returncode != 0:
-        tail = _tail(stderr_tail)
-        if NO_SPACE in tail:
-            # The host's disk, not the media: another attempt, maybe elsewhere, may have room.
-            raise StorageFailed(f"ffmpeg ran out of scratch space: {tail}")
         raise TranscodeFailed(f"ffmpeg exited with status {process.returncode}: {tail}")
     if on_progress is not None:
         on_progress(100.0)

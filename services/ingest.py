@@ -46,7 +46,11 @@ class SourceCopy:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._file.close()
+        try:
+            self._file.close()  # may fail too (a full scratch disk on the last flush)
+        except BaseException:
+            self.writer.abort()
+            raise
         if error is None:
             self.writer.commit()
         else:

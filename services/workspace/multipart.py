@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from services.errors import Canceled, StorageFailed
-from services.storage import STORAGE_ERRORS
+from services.storage import MISSING_BUCKET_CODES, STORAGE_ERRORS
 from services.workspace.base import StopCheck, never
 from services.workspace.streams import STOP_POLL_SECONDS
 
@@ -27,6 +27,24 @@ IN_FLIGHT = 2
 # S3 allows 10,000 parts. Parts grow every 1,000 (8 MiB, then 16, 32, …), so an object of
 # any size our limits allow fits, and small ones keep small parts.
 PARTS_PER_SIZE = 1000
+
+
+MISSING_KEY_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+def storage_failed(
+    exc: BaseException, doing: str, bucket: str, missing: str = "the workspace holds no such object"
+) -> StorageFailed:
+    """The stage error for a failure of the workspace's store: always transient, never a
+    misleading code (a missing bucket or an unreachable server is the operator's to fix, and
+    the job waits). `missing` says what a bare 404 (a HEAD has no error body) means."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    code = str(error.get("Code") or type(exc).__name__)
+    if code in MISSING_BUCKET_CODES:
+        return StorageFailed(f"{doing} failed: the workspace bucket {bucket!r} does not exist.")
+    if code in MISSING_KEY_CODES:
+        return StorageFailed(f"{doing} failed: {missing}.")
+    return StorageFailed(f"{doing} failed ({code}): {exc}")
 
 
 def part_size(number: int) -> int:
@@ -129,7 +147,7 @@ class MultipartWriter:
         try:
             return getattr(self.client, operation)(**params)
         except STORAGE_ERRORS as exc:
-            raise StorageFailed(f"Writing {self.key} to {self.describe} failed: {exc}") from exc
+            raise storage_failed(exc, f"Writing {self.key} to {self.describe}", self.bucket) from exc
 
     def _send_part(self) -> None:
         body = b"".join(self._chunks)

@@ -11,10 +11,10 @@ from typing import Any
 
 from services.config import Settings
 from services.errors import StorageFailed
-from services.storage import MISSING_BUCKET_CODES, STORAGE_ERRORS, make_s3_client
+from services.storage import STORAGE_ERRORS, make_s3_client
 from services.workspace.base import IncompleteUpload, StopCheck, StoredObject, never
 from services.workspace.keys import JOBS, check_key, folders_of, job_of
-from services.workspace.multipart import PART_BYTES, MultipartWriter
+from services.workspace.multipart import PART_BYTES, MultipartWriter, storage_failed
 from services.workspace.streams import full_disk_is_transient, stoppable
 
 # One GET per range: a failure costs at most this much again, and memory stays flat.
@@ -24,12 +24,6 @@ DELETE_BATCH = 1000
 LIST_PAGE = 1000
 # A single CopyObject copies up to 5 GB; larger objects need the managed, multipart copy.
 SINGLE_COPY_LIMIT = 5 * 1024**3
-MISSING_KEY_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
-
-
-def _reason(exc: BaseException) -> str:
-    error = getattr(exc, "response", {}).get("Error", {})
-    return str(error.get("Code") or type(exc).__name__)
 
 
 class S3Workspace:
@@ -58,20 +52,10 @@ class S3Workspace:
 
     @contextlib.contextmanager
     def _errors(self, doing: str, *, missing: str = "the workspace holds no such object") -> Iterator[None]:
-        """Every failure of the store is transient `storage_failed`, never a misleading code:
-        a missing bucket or an unreachable server is the operator's to fix, and the job waits.
-        `missing` says what a bare 404 (a HEAD has no error body) means here."""
         try:
             yield
         except STORAGE_ERRORS as exc:
-            code = _reason(exc)
-            if code in MISSING_BUCKET_CODES:
-                message = f"{doing} failed: the workspace bucket {self.bucket!r} does not exist."
-            elif code in MISSING_KEY_CODES:
-                message = f"{doing} failed: {missing}."
-            else:
-                message = f"{doing} failed ({code}): {exc}"
-            raise StorageFailed(message) from exc
+            raise storage_failed(exc, doing, self.bucket, missing) from exc
 
     # -- writing -------------------------------------------------------------------------------
 

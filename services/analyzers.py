@@ -14,7 +14,7 @@ from services.config import Settings
 from services.errors import AnalysisFailed
 from services.gemini import analyze_video, pick_rendition, rendition_to_mp4
 from services.google_ai import gemini_client
-from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST
+from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, referenced_uris
 from services.probe import MediaInfo
 from services.storage import Delivery
 from services.workspace import StopCheck, Workspace
@@ -39,15 +39,24 @@ class EarlierOutputs:
         return self.workspace.get_file(self.source_key, self.scratch / "source", should_stop=self.should_stop)
 
     def media_playlist(self, rendition: str) -> Path:
-        """The rendition's folder in scratch (playlist, init section, segments); its playlist."""
-        folder = self.scratch / "hls" / rendition
-        stored = self.workspace.objects(f"{self.hls_prefix}{rendition}/")
+        """The rendition's folder in scratch (playlist, init section, segments); its playlist.
 
-        def copy(key: str) -> Path:
-            return self.workspace.get_file(key, folder / key.rsplit("/", 1)[1], should_stop=self.should_stop)
+        ffmpeg's HLS demuxer opens whatever a playlist names, so the playlist must name only
+        files of its own folder: one that points at another file or at a URL is refused
+        before any ffmpeg opens it."""
+        prefix = f"{self.hls_prefix}{rendition}/"
+        files = {item.key[len(prefix) :]: item.key for item in self.workspace.objects(prefix)}
+        playlist = self.workspace.read_bytes(prefix + MEDIA_PLAYLIST).decode()
+        foreign = [uri for uri in referenced_uris(playlist) if uri not in files or "/" in uri]
+        if foreign:
+            raise AnalysisFailed(f"The {rendition} playlist names {foreign[0]!r}, not a file of its own.")
+        folder = self.scratch / "hls" / rendition
+
+        def copy(name: str) -> Path:
+            return self.workspace.get_file(files[name], folder / name, should_stop=self.should_stop)
 
         with ThreadPoolExecutor(DOWNLOAD_CONCURRENCY, thread_name_prefix="analysis-inputs") as pool:
-            list(pool.map(copy, [item.key for item in stored]))
+            list(pool.map(copy, [name for name in files if "/" not in name]))
         return folder / MEDIA_PLAYLIST
 
     def master_playlist(self) -> str:

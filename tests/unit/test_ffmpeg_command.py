@@ -14,6 +14,7 @@ from services.playlists import (
     h264_level,
     measure_bitrates,
     parse_media_playlist,
+    referenced_uris,
     write_master_playlist,
 )
 from services.probe import AudioStream, MediaInfo, VideoStream
@@ -316,3 +317,16 @@ def test_media_playlist_parsing() -> None:
         ("seg_00000.m4s", 2.0),
         ("seg_00001.m4s", 0.5),
     ]
+
+
+def test_every_uri_a_playlist_names_is_found() -> None:
+    fmp4 = (
+        '#EXTM3U\n#EXT-X-MAP:URI="init.mp4"\n#EXTINF:2.0,\nseg_00000.m4s\n'
+        "#EXTINF:2.0,\n  ../other/seg.m4s  \n#EXT-X-ENDLIST\n"
+    )
+    assert referenced_uris(fmp4) == ["init.mp4", "seg_00000.m4s", "../other/seg.m4s"]
+    master = (
+        '#EXTM3U\n#EXT-X-MEDIA:TYPE=SUBTITLES,URI="subtitles/en.m3u8"\n'
+        "#EXT-X-STREAM-INF:BANDWIDTH=1\n240p/index.m3u8\n"
+    )
+    assert referenced_uris(master) == ["subtitles/en.m3u8", "240p/index.m3u8"]

@@ -11,6 +11,8 @@ from services.config import get_settings
 _settings = get_settings()
 
 QUEUES = ("fetch", "video", "upload", "analyze", "notify")
+# The sweeper's own queue: a fetch backlog, or an operator pausing fetch, never holds it up.
+MAINTENANCE_QUEUE = "maintenance"
 STAGE_QUEUES = {
     "fetch": "fetch",
     "transcode": "video",
@@ -37,11 +39,13 @@ imports = (
     "tasks.pauses",
 )
 # One direct exchange per queue, so a message routed to `video` lands in `video` alone.
-task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
+task_queues = [
+    Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (*QUEUES, MAINTENANCE_QUEUE)
+]
 task_default_queue = "fetch"
 # Route by explicit task name, so renaming a module never strands queued messages.
 task_routes = {f"pipeline.{stage}": {"queue": queue} for stage, queue in STAGE_QUEUES.items()} | {
-    "maintenance.*": {"queue": "fetch"}
+    "maintenance.*": {"queue": MAINTENANCE_QUEUE}
 }
 
 # Acknowledge after the stage ran: a worker that dies mid-stage leaves the message to redeliver.
@@ -50,10 +54,13 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 # Long stages: a worker holds one message at a time, so idle workers get the rest.
 worker_prefetch_multiplier = 1
-# Redis redelivers unacked messages after this; it must outlast the longest stage.
+# Redis redelivers unacked messages after this; it must outlast the longest stage. A worker on
+# several queues serves them in turn ("round_robin", kombu's default): "priority" would serve a
+# later queue only once every earlier one is empty, so a fetch backlog would starve transcodes.
+# Message priorities still order each queue (priority_steps).
 broker_transport_options = {
     "visibility_timeout": max(_settings.time_limits(stage)[1] for stage in STAGE_QUEUES) + 600,
-    "queue_order_strategy": "priority",
+    "queue_order_strategy": "round_robin",
     "priority_steps": [0, 3, 6, 9],
     "socket_connect_timeout": 2,
 }
@@ -67,10 +74,18 @@ worker_send_task_events = True
 worker_max_tasks_per_child = 100
 
 beat_schedule = {
-    "sweep-stages": {"task": "maintenance.sweep", "schedule": _settings.sweep_interval_seconds},
-    # Ended jobs' workspace objects, orphans and abandoned uploads (tasks/retention.py).
+    # A sweep not taken within its interval is dropped: the next one does the same work, and a
+    # maintenance worker coming back must not run a pile of stale sweeps.
+    "sweep-stages": {
+        "task": "maintenance.sweep",
+        "schedule": _settings.sweep_interval_seconds,
+        "options": {"expires": _settings.sweep_interval_seconds},
+    },
+    # Ended jobs' workspace objects, orphans and abandoned uploads (tasks/retention.py); a run
+    # not taken in time is dropped likewise.
     "clean-workspace": {
         "task": "maintenance.clean_workspace",
         "schedule": _settings.workspace_clean_interval_seconds,
+        "options": {"expires": _settings.workspace_clean_interval_seconds},
     },
 }

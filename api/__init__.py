@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.extensions["conveyor.settings"] = settings
     app.extensions["conveyor.workspace"] = open_workspace(settings)
-    init_db(app, settings.database_url)
+    init_db(app, settings)
     app.extensions["conveyor.keys"] = RecentKeys(settings.api_key_cache_seconds)
     register_error_handlers(app)
     register_cli(app)

@@ -7,10 +7,15 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import make_engine, make_session_factory
+from services.config import Settings
 
 
-def init_db(app: Flask, database_url: str) -> None:
-    engine = make_engine(database_url)
+def init_db(app: Flask, settings: Settings) -> None:
+    engine = make_engine(
+        settings.database_url,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+        statement_timeout_seconds=settings.database_statement_timeout_seconds,
+    )
     app.extensions["conveyor.engine"] = engine
     app.extensions["conveyor.sessions"] = make_session_factory(engine)
 

@@ -16,13 +16,13 @@ from api.openapi import operation
 from api.responses import JobEventOut, JobListQuery, JobOut, JobPage, JobResult, send
 from api.schemas import JobRequest, parse_job_request, parse_model
 from models import Job
+from services.contract import Dispatch, request_cancel
 from services.events import parse_last_event_id, stream_job_events
 from services.jobs import create_job, job_to_dict
-from services.operations import Cursor, list_jobs, rerun_prefixes, retry_inputs, retry_job
+from services.operations import Cursor, list_jobs, retry_inputs, retry_job
 from services.queue_stats import Waiting, waiting_position
-from services.stages import request_cancel
 from services.workspace import Workspace
-from tasks.pipeline import dispatch
+from tasks.pipeline import dispatch, dispatch_all
 
 bp = Blueprint("jobs", __name__)
 
@@ -38,10 +38,6 @@ def job_body(job: Job, waiting: Waiting | None = None) -> dict[str, Any]:
     return body
 
 
-def redispatch(job_id: uuid.UUID, first_stage: str, options: dict[str, Any]) -> int | None:
-    return dispatch(job_id, first_stage, options.get("priority", "normal"))
-
-
 def submit_job(
     source: dict[str, Any], options: dict[str, Any], job_id: uuid.UUID | None = None
 ) -> ResponseReturnValue:
@@ -49,7 +45,7 @@ def submit_job(
     created = create_job(
         single_statement(), owner_id=caller().id, source=source, options=options, job_id=job_id
     )
-    ahead = redispatch(created.job.id, "fetch", options)
+    ahead = dispatch(Dispatch(created.job.id, "fetch", options.get("priority", "normal"), created.message_id))
     # Unsent (the broker is down), the place in line is counted in PostgreSQL instead.
     waiting = created.waiting(ahead) if ahead is not None else None
     response = send(JobOut, job_body(created.job, waiting), 202)
@@ -147,11 +143,11 @@ def events(job_id: str) -> ResponseReturnValue:
 def cancel(job_id: str) -> ResponseReturnValue:
     job = visible_job(job_id)
     session = db()
-    if not request_cancel(session, job):
+    requested = request_cancel(session, job.id)
+    if not requested.applied:
         raise ApiError("conflict", f"Job {job_id} has already ended ({job.status}).")
     session.commit()
-    if job.status == "canceled":
-        redispatch(job.id, "notify", job.options)
+    dispatch_all(requested.dispatches)
     session.refresh(job)
     return send(JobOut, job_body(job), 202)
 
@@ -174,11 +170,8 @@ def retry_response(job_id: str) -> ResponseReturnValue:
     if job.status == "failed" and not all(workspace.exists(needed) for needed in retry_inputs(job)):
         raise ApiError("conflict", "The job's workspace files were cleaned away; submit it again.")
     session = db()
-    first = retry_job(session, job.id)
-    # Under the job's row lock, so the retention task cannot clean it meanwhile.
-    for prefix in rerun_prefixes(job):
-        workspace.remove(prefix)
+    restart = retry_job(session, job.id)
     session.commit()
-    redispatch(job.id, first, job.options)
+    dispatch(restart)
     session.refresh(job)
     return send(JobOut, job_body(job), 202)

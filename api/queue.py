@@ -36,7 +36,7 @@ from api.workers import (
     stop_consuming,
     workers_by_queue,
 )
-from celeryconfig import QUEUES, STAGE_QUEUES
+from celeryconfig import MAINTENANCE_QUEUE, QUEUES, STAGE_QUEUES
 from services.broker import queue_depths
 from services.config import Settings
 from services.health import check_database, check_redis
@@ -84,9 +84,11 @@ def _paused() -> dict[str, list[str]]:
 )
 def health() -> ResponseReturnValue:
     checks = {"postgres": check_database(sessions()), "redis": check_redis(_settings().redis_url)}
-    workers = workers_by_queue(list(QUEUES), consumers_by_worker()) if checks["redis"]["ok"] else {}
+    # The maintenance queue too: without a worker on it, nothing lost is ever recovered.
+    watched = [*QUEUES, MAINTENANCE_QUEUE]
+    workers = workers_by_queue(watched, consumers_by_worker()) if checks["redis"]["ok"] else {}
     paused = sorted(_paused()) if checks["redis"]["ok"] else []
-    unserved = [queue for queue in QUEUES if queue not in paused and not workers.get(queue)]
+    unserved = [queue for queue in watched if queue not in paused and not workers.get(queue)]
     healthy = all(check["ok"] for check in checks.values()) and not unserved
     body = {"healthy": healthy, "checks": checks, "workers": workers, "paused": paused}
     return send(QueueHealth, body, 200 if healthy else 503)

@@ -9,6 +9,7 @@ from models.jobs import (
     Job,
     JobEvent,
     JobStage,
+    StageAttempt,
     WebhookDelivery,
 )
 
@@ -21,6 +22,7 @@ __all__ = [
     "Job",
     "JobEvent",
     "JobStage",
+    "StageAttempt",
     "WebhookDelivery",
     "make_engine",
     "make_session_factory",

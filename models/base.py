@@ -25,8 +25,18 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def make_engine(url: str) -> Engine:
-    engine = create_engine(url, pool_size=5, max_overflow=5, future=True)
+def make_engine(
+    url: str, *, connect_timeout_seconds: float | None = None, statement_timeout_seconds: float | None = None
+) -> Engine:
+    """The engine of one process. With timeouts (workers and the API set them; migrations, which
+    may rightly run long, do not) a database that stops answering fails a call in bounded time
+    instead of holding it: a heartbeat must get its answer, or its error, before its lease runs out."""
+    connect_args: dict[str, Any] = {}
+    if connect_timeout_seconds:
+        connect_args["connect_timeout"] = max(1, round(connect_timeout_seconds))
+    if statement_timeout_seconds:
+        connect_args["options"] = f"-c statement_timeout={round(statement_timeout_seconds * 1000)}"
+    engine = create_engine(url, pool_size=5, max_overflow=5, future=True, connect_args=connect_args)
     event.listen(engine, "checkout", _refuse_closed_by_server)
     return engine
 

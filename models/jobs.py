@@ -27,7 +27,7 @@ from models.base import Base
 
 STAGE_NAMES: tuple[str, ...] = ("fetch", "transcode", "upload", "analyze", "notify")
 JOB_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "canceled")
-# pending: not reached yet; queued: may be claimed; the rest are what they say.
+# pending: not reached yet; queued: may be claimed once available; the rest are what they say.
 STAGE_STATUSES: tuple[str, ...] = (
     "pending",
     "queued",
@@ -103,13 +103,22 @@ class JobStage(Base):
     # The job's priority as Redis serves it (0 high, 1 normal, 2 low), copied onto each stage so
     # that counting a stage's place in line needs no join (and an index can answer it).
     priority_rank: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
+    # Attempts ever claimed: attempt n is the fencing token of the n-th claim, so it never
+    # repeats, not even after an operator's retry (which raises attempt_floor instead).
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Attempts spent before the last operator retry; the stage may use STAGE_MAX_ATTEMPTS more.
+    attempt_floor: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     progress: Mapped[float] = mapped_column(server_default=text("0"))
     worker: Mapped[str | None] = mapped_column(String(255))
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # When a queued stage may be claimed (now, or later for a retry with backoff); the
-    # sweeper re-sends queued stages whose available_at is older than its grace period.
+    # When a queued stage may be claimed (now, or later for a retry with backoff).
     available_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The message meant to run the queued stage (its Celery task id), chosen before it is sent;
+    # None when nobody sends it but the sweeper (a retry waiting for its available_at).
+    message_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # When the broker was known to hold that message (the sweeper reads the broker's log of
+    # sends); a queued stage without it is due to the sweeper. Reset when the broker loses data.
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error_code: Mapped[str | None] = mapped_column(String(64))
@@ -124,6 +133,15 @@ class JobStage(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "name", name="uq_job_stages_job_id_name"),
         Index("ix_job_stages_status_available_at", "status", "available_at"),
+        # What the sweeper reads: queued stages no message is known to be on its way for, and
+        # leases. A backlog whose messages the broker holds is in neither index.
+        Index(
+            "ix_job_stages_unsent",
+            "available_at",
+            postgresql_where=text("status = 'queued' AND sent_at IS NULL"),
+        ),
+        Index("ix_job_stages_leases", "lease_until", postgresql_where=text("status = 'running'")),
+        Index("ix_job_stages_message_id", "message_id", postgresql_where=text("message_id IS NOT NULL")),
         # The line a queued stage waits in, in the order Redis serves it.
         Index(
             "ix_job_stages_line",
@@ -134,6 +152,27 @@ class JobStage(Base):
             postgresql_where=text("status = 'queued'"),
         ),
     )
+
+
+class StageAttempt(Base):
+    """One claim of a stage: who ran it, how it ended, and whether its body ran to the end
+    (what "done twice" is counted from: a body can finish and still lose its lease)."""
+
+    __tablename__ = "stage_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    stage: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(255))
+    # running, succeeded, retrying, failed, canceled, released, lost, discarded
+    outcome: Mapped[str] = mapped_column(String(16), server_default="running")
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    body_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("job_id", "stage", "attempt", name="uq_stage_attempts_attempt"),)
 
 
 class JobEvent(Base):

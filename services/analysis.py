@@ -7,17 +7,20 @@ more memory than the figures themselves plus a short tail kept for error message
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import subprocess
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.errors import AnalysisFailed
+from services.confine import KILL_GRACE_SECONDS, kill_group, spawn_confined
+from services.errors import AnalysisFailed, Canceled
 from services.probe import MediaInfo
 
 SILENCE_NOISE = "-50dB"
@@ -29,6 +32,8 @@ BLACK_PIXEL_THRESHOLD = 0.10
 SCENE_THRESHOLD = 10.0
 ANALYSIS_WIDTH = 320
 STDERR_TAIL_LINES = 12
+# How often the running analysis looks at the stop signal and its deadline.
+STOP_POLL_SECONDS = 0.2
 
 # A filter's log prefix is "[name @ 0x...]" or, for some filters, "[Parsed_name_N @ 0x...]".
 _PREFIX = r"^\[(?:Parsed_)?{name}(?:_\d+)? @ [^\]]+\]\s*"
@@ -231,35 +236,42 @@ def _remembering(lines: Iterable[str], tail: deque[str]) -> Iterator[str]:
 
 
 def analyze_local(
-    source: Path, info: MediaInfo, *, pictures: Path | None = None, timeout: float = 600.0
+    source: Path,
+    info: MediaInfo,
+    *,
+    pictures: Path | None = None,
+    timeout: float = 600.0,
+    should_stop: Callable[[], bool] = lambda: False,
+    memory_limit_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Measure `source` (its video on `pictures` when given, see build_analysis_command) with
-    ffmpeg; `analysis_failed` if it cannot be read, `timeout` if too slow."""
+    ffmpeg, confined as every media child is; `analysis_failed` if it cannot be read, `timeout`
+    if too slow, `canceled` if the stage is told to stop."""
     args = build_analysis_command(source, info, pictures=pictures)
     try:
-        process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",  # tags in a file's metadata are not always UTF-8
+        process = spawn_confined(
+            args, memory_limit_bytes=memory_limit_bytes, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
     except OSError as exc:
         raise AnalysisFailed(f"ffmpeg could not be started ({exc}).") from exc
-    timed_out = threading.Event()
+    ended_by: list[str] = []
 
-    def stop() -> None:
-        timed_out.set()
-        process.kill()
+    def watch() -> None:
+        # Killing the group closes ffmpeg's stderr, which ends the parsing loop below.
+        deadline = time.monotonic() + timeout
+        while process.poll() is None:
+            for reason, reached in (("stop", should_stop()), ("timeout", time.monotonic() >= deadline)):
+                if reached:
+                    ended_by.append(reason)
+                    kill_group(process)
+                    return
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.0, min(STOP_POLL_SECONDS, deadline - time.monotonic())))
 
-    # Killing the process closes its stderr, which ends the parsing loop below.
-    watchdog = threading.Timer(timeout, stop)
-    watchdog.daemon = True
+    watcher = threading.Thread(target=watch, name="analysis-watch", daemon=True)
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     frame_seconds = 1.0 / info.video.fps if info.video and info.video.fps > 0 else 0.0
-    watchdog.start()
+    watcher.start()
     try:
         assert process.stderr is not None
         log = parse_analysis_log(
@@ -267,15 +279,16 @@ def analyze_local(
         )
         returncode = process.wait()
     finally:
-        watchdog.cancel()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_group(process)
+        watcher.join(timeout=KILL_GRACE_SECONDS)
         if process.stderr is not None:
             process.stderr.close()
-    if timed_out.is_set():
+    if "stop" in ended_by:
+        raise Canceled("The analysis was stopped.")
+    if "timeout" in ended_by:
         raise AnalysisFailed(f"Analysis took longer than {timeout:g} s.", code="timeout")
     if returncode != 0:
         reason = " | ".join(tail) or f"exit status {returncode}"
-        raise AnalysisFailed(f"ffmpeg could not analyze the file: {reason}")
+        # A kill we did not send (the OOM killer) says nothing about the file: try again.
+        raise AnalysisFailed(f"ffmpeg could not analyze the file: {reason}", transient=returncode < 0)
     return build_result(info, log)

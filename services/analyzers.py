@@ -104,6 +104,8 @@ def analyze_job(
             inputs.info,
             pictures=inputs.outputs.media_playlist(smallest) if smallest else None,
             timeout=settings.time_limits("analyze")[0],
+            should_stop=should_stop,
+            memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
         )
         return {"analysis": analysis, "captions": []}
     if backend == "gemini":

@@ -1,17 +1,19 @@
-"""kombu's Redis layout: one list per queue and priority step, holding JSON envelopes, and
-the `unacked` hash of messages delivered to a worker but not yet acknowledged (including ETA
-retries).
+"""kombu's Redis layout (one list per queue and priority step, holding JSON envelopes), and
+the two keys of ours beside it that let the sweeper know what the broker holds without reading
+it: the log of sends and the broker's epoch.
 
-The sweeper reads it to tell a stage whose message is merely waiting in a long queue from one
-whose message was lost, so a backlog is never re-sent and a flushed Redis is noticed. The API
-writes it to send a stage without kombu's publishing machinery (see tasks.pipeline).
+Every stage message goes out through `push_stage`, which appends its id to the log of sends in
+the same MULTI as the LPUSH: a message is in the log exactly when it was queued. The sweeper
+drains the log into PostgreSQL (the stage rows are marked sent), so its cost follows what was
+sent since the last sweep, never the length of a backlog. The epoch is a random value the
+sweeper writes once; when it is missing, the broker has lost its data (a FLUSHALL, a restart
+without persistence) and every message marked sent must be sent again.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -21,9 +23,11 @@ import redis
 PRIORITY_STEPS = (0, 3, 6, 9)
 # kombu names a queue's priority lists "<queue>" (step 0) and "<queue>\x06\x16<step>".
 PRIORITY_SEPARATOR = "\x06\x16"
-UNACKED_KEY = "unacked"
-TASK_PREFIX = "pipeline."
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+SENT_LOG_KEY = "conveyor:sent"
+EPOCH_KEY = "conveyor:broker-epoch"
+# The log is drained every sweep; if no sweeper runs for a long while, the oldest entries go
+# (their stages are then sent once more, which the claim makes harmless) rather than memory.
+SENT_LOG_MAX = 1_000_000
 
 
 def priority_list(queue: str, priority: int) -> str:
@@ -37,10 +41,11 @@ def queue_keys(queue: str) -> list[str]:
     return [priority_list(queue, step) for step in PRIORITY_STEPS]
 
 
-def push_counting_ahead(client: redis.Redis, queue: str, priority: int, envelope: str) -> int:
-    """LPUSH a message and return how many the broker will serve before it: those in the
-    queue's higher-priority lists (workers pop those first) and those already in its own list
-    (popped from the other end). One atomic round trip, whatever the length of the backlog."""
+def push_stage(client: redis.Redis, queue: str, priority: int, envelope: str, message_id: uuid.UUID) -> int:
+    """LPUSH a message, log its id as sent, and return how many messages the broker will serve
+    before it: those in the queue's higher-priority lists (workers pop those first) and those
+    already in its own list (popped from the other end). One atomic round trip, whatever the
+    length of the backlog."""
     own = priority_list(queue, priority)
     keys = queue_keys(queue)
     higher = keys[: keys.index(own)]
@@ -48,8 +53,23 @@ def push_counting_ahead(client: redis.Redis, queue: str, priority: int, envelope
         for key in higher:
             pipe.llen(key)
         pipe.lpush(own, envelope)
-        *waiting, length = pipe.execute()
+        pipe.rpush(SENT_LOG_KEY, str(message_id))
+        pipe.ltrim(SENT_LOG_KEY, -SENT_LOG_MAX, -1)
+        *waiting, length, _, _ = pipe.execute()
     return sum(int(n) for n in waiting) + int(length) - 1
+
+
+def take_sent(client: redis.Redis, count: int) -> list[uuid.UUID]:
+    """Remove and return up to `count` ids from the log of sends, oldest first (two sweepers
+    never take the same id: LPOP is atomic)."""
+    taken: list[bytes] = client.lpop(SENT_LOG_KEY, count) or []  # type: ignore[assignment]
+    return [uuid.UUID(raw.decode()) for raw in taken]
+
+
+def broker_lost_data(client: redis.Redis) -> bool:
+    """True when the broker's epoch was missing (its data is gone: flushed, or restarted without
+    persistence); a new epoch is written at once, so each loss is reported once."""
+    return bool(client.set(EPOCH_KEY, uuid.uuid4().hex, nx=True))
 
 
 def redis_envelope(
@@ -74,43 +94,6 @@ def redis_envelope(
             },
         }
     )
-
-
-def stage_of_message(message: dict[str, Any]) -> tuple[str, str] | None:
-    """(job_id, stage) of a Celery stage message, None for anything else."""
-    headers = message.get("headers") or {}
-    task = str(headers.get("task", ""))
-    if not task.startswith(TASK_PREFIX):
-        return None
-    found = _UUID.search(str(headers.get("argsrepr", "")))
-    return (found.group(0), task.removeprefix(TASK_PREFIX)) if found else None
-
-
-def _decode(raw: bytes | str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    # An unacked entry is [message, exchange, routing_key]; a queued one is the message.
-    if isinstance(value, list) and value and isinstance(value[0], dict):
-        value = value[0]
-    return value if isinstance(value, dict) else None
-
-
-def stages_in_broker(client: redis.Redis, queues: Iterable[str]) -> set[tuple[str, str]]:
-    """Every (job_id, stage) with a message waiting in `queues` or held unacked by a worker."""
-    raw_messages: list[bytes | str] = []
-    for queue in queues:
-        for key in queue_keys(queue):
-            raw_messages.extend(client.lrange(key, 0, -1))
-    raw_messages.extend(client.hvals(UNACKED_KEY))
-    found = set()
-    for raw in raw_messages:
-        message = _decode(raw)
-        stage = stage_of_message(message) if message else None
-        if stage is not None:
-            found.add(stage)
-    return found
 
 
 def queue_depths(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the PostgreSQL database (source of truth).",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker and rate-limit store.")
+    database_connect_timeout_seconds: float = Field(
+        5.0, description="Seconds the API and workers wait to connect to PostgreSQL."
+    )
+    database_statement_timeout_seconds: float = Field(
+        30.0, description="Longest statement the API and workers run (0: no limit)."
+    )
 
     workspace_url: str = Field(
         "s3://conveyor-work/work",
@@ -107,9 +113,12 @@ class Settings(BaseSettings):
         description='Per-stage [soft, hard] seconds overriding those two, e.g. {"transcode": [7000, 7200]}.',
     )
     retry_backoff_seconds: float = Field(2.0, description="First retry delay for transient errors (doubles).")
-    sweep_interval_seconds: float = Field(30.0, description="How often the sweeper recovers lost stages.")
+    sweep_interval_seconds: float = Field(
+        5.0, description="How often the sweeper recovers lost stages and sends retries that are due."
+    )
     sweep_grace_seconds: float = Field(
-        120.0, description="A queued stage whose message is not in the broker after this is re-sent."
+        10.0,
+        description="A queued stage not known to be in the broker this long after it was due is re-sent.",
     )
     shutdown_grace_seconds: float = Field(
         60.0, description="On SIGTERM a running stage may finish this long before it is released."

@@ -56,6 +56,13 @@ class StorageFailed(ConveyorError):
     transient = True
 
 
+class DiskFull(ConveyorError):
+    """The worker's disk filled up: another attempt (another host, or after cleanup) may fit."""
+
+    code = "disk_full"
+    transient = True
+
+
 class AnalysisFailed(ConveyorError):
     code = "analysis_failed"
 

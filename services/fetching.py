@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import urllib3
 from urllib3.exceptions import HTTPError
 
-from services.errors import FetchFailed, TooLarge
+from services.errors import Canceled, FetchFailed, TooLarge
 from services.netguard import open_guarded, redact_url
-from services.workspace.base import never
-from services.workspace.streams import stoppable
+from services.stopping import StopSignal
 
 CHUNK_BYTES = 1024 * 1024
 USER_AGENT = "Conveyor-Fetch/1"
@@ -45,18 +44,26 @@ def _declared_length(response: urllib3.BaseHTTPResponse) -> int | None:
         return None
 
 
+def _cut(response: urllib3.BaseHTTPResponse) -> None:
+    """Shut the response's socket down from another thread: a read blocked on a slow server
+    returns at once (closing a file descriptor would not wake it). The socket is reached
+    through a duplicate of its descriptor, which shutdown(2) acts on all the same. A body read
+    to its end has no socket left (http.client drops it: AttributeError)."""
+    with (
+        contextlib.suppress(OSError, ValueError, AttributeError),
+        socket.fromfd(response.fileno(), socket.AF_INET, socket.SOCK_STREAM) as duplicate,
+    ):
+        duplicate.shutdown(socket.SHUT_RDWR)
+
+
 def _stream_to(
-    response: urllib3.BaseHTTPResponse,
-    sink: Sink,
-    *,
-    max_bytes: int,
-    url: str,
-    should_stop: Callable[[], bool],
+    response: urllib3.BaseHTTPResponse, sink: Sink, *, max_bytes: int, url: str, stop: StopSignal | None
 ) -> int:
     written = 0
     # Counting what is written (decoded) also caps a compressed body that expands.
-    chunks = response.stream(CHUNK_BYTES, decode_content=True)
-    for chunk in stoppable(chunks, should_stop, what=f"Fetching {redact_url(url)}"):
+    for chunk in response.stream(CHUNK_BYTES, decode_content=True):
+        if stop is not None and stop():
+            break
         written += len(chunk)
         if written > max_bytes:
             raise TooLarge(f"{redact_url(url)} sent more than {max_bytes} bytes.")
@@ -72,13 +79,14 @@ def fetch_url(
     connect_timeout: float,
     read_timeout: float,
     allow_cidrs: Sequence[str] = (),
-    should_stop: Callable[[], bool] = never,
+    stop: StopSignal | None = None,
 ) -> int:
     """Stream ``url`` into ``sink`` and return the number of bytes written.
 
     The sink is the caller's to complete or discard: a workspace writer makes nothing visible
     until it is committed, so a worker killed mid-download never leaves a source that looks
-    finished to a later stage.
+    finished to a later stage. When ``stop`` is set the download ends at once, even inside a
+    read a slow server holds open.
     """
     response = open_guarded(
         "GET",
@@ -94,24 +102,15 @@ def fetch_url(
         if declared is not None and declared > max_bytes:
             raise TooLarge(f"{redact_url(url)} is {declared} bytes; the limit is {max_bytes}.")
         try:
-            return _stream_to(response, sink, max_bytes=max_bytes, url=url, should_stop=should_stop)
+            with stop.aborting(lambda: _cut(response)) if stop else contextlib.nullcontext():
+                written = _stream_to(response, sink, max_bytes=max_bytes, url=url, stop=stop)
         except HTTPError as exc:
+            if stop is not None and stop():
+                raise Canceled(f"The download of {redact_url(url)} was stopped.") from exc
             raise FetchFailed(f"Reading {redact_url(url)} failed ({type(exc).__name__}).") from exc
-    except BaseException:
-        _hang_up(response)
-        raise
+        if stop is not None and stop():
+            raise Canceled(f"The download of {redact_url(url)} was stopped.")
+        return written
     finally:
         with contextlib.suppress(HTTPError, OSError):
             response.close()
-
-
-def _hang_up(response: urllib3.BaseHTTPResponse) -> None:
-    """End the connection under a read that may still be blocked in the reader thread (a
-    stopped fetch of a slow server): closing the response alone would wait for that read. A
-    shutdown of the socket (through a duplicate of its descriptor) wakes the read at once. A
-    body read to its end has no socket left (http.client drops it: AttributeError)."""
-    with (
-        contextlib.suppress(OSError, ValueError, AttributeError),
-        socket.fromfd(response.fileno(), socket.AF_INET, socket.SOCK_STREAM) as duplicate,
-    ):
-        duplicate.shutdown(socket.SHUT_RDWR)

@@ -7,7 +7,6 @@ runner is the only code here with side effects and knows nothing about jobs or t
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import signal
 import subprocess
@@ -18,8 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Literal
 
-from services.confine import confine
-from services.errors import Canceled, InvalidMedia, StageTimeout, StorageFailed, TranscodeFailed
+from services.confine import KILL_GRACE_SECONDS, kill_group, spawn_confined
+from services.errors import Canceled, ConveyorError, DiskFull, InvalidMedia, StageTimeout, TranscodeFailed
 from services.ladder import Rendition
 from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, h264_level
 from services.probe import REFUSED_DEMUXERS, MediaInfo
@@ -34,7 +33,6 @@ from services.storyboard import (
 
 FFMPEG = "ffmpeg"
 STDERR_TAIL_LINES = 50
-KILL_GRACE_SECONDS = 1.0
 H264_PROFILE = "high"
 SegmentFormat = Literal["ts", "fmp4"]
 # How ffmpeg reports ENOSPC (strerror), whichever output it was writing.
@@ -226,23 +224,24 @@ def _out_time_seconds(line: str) -> float | None:
     return None
 
 
-def _kill_group(process: subprocess.Popen[str]) -> None:
-    """SIGTERM the process group, SIGKILL it if it lingers, and reap the leader."""
-    if process.poll() is not None:
-        return
-    for sig, grace in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def _tail(lines: Iterable[str]) -> str:
     text = "\n".join(line for line in lines if line.strip())
     return text or "(ffmpeg printed nothing)"
+
+
+def ffmpeg_failure(returncode: int, stderr_tail: Iterable[str]) -> ConveyorError:
+    """What an ffmpeg that failed on its own means for the stage. A full disk and a kill we did
+    not send (the kernel's OOM killer, an operator) say nothing about the media: another
+    attempt, perhaps on another host, may well succeed. Anything else is the source's fault."""
+    tail = _tail(stderr_tail)
+    if NO_SPACE in tail:
+        return DiskFull(f"The disk filled up while ffmpeg wrote its output: {tail}")
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        return TranscodeFailed(
+            f"ffmpeg was killed by {name} (out of memory on the host?): {tail}", transient=True
+        )
+    return TranscodeFailed(f"ffmpeg exited with status {returncode}: {tail}")
 
 
 def run_ffmpeg(
@@ -269,17 +268,8 @@ def run_ffmpeg(
     lines: queue.Queue[str | None] = queue.Queue()
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     try:
-        process = subprocess.Popen(
-            list(args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-            # Its own session, so killing the group reaches anything ffmpeg forks and a
-            # Ctrl-C meant for the worker is not also delivered to ffmpeg.
-            start_new_session=True,
-            preexec_fn=confine(memory_limit_bytes),
+        process = spawn_confined(
+            args, memory_limit_bytes=memory_limit_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
     except OSError as exc:
         raise TranscodeFailed(f"ffmpeg could not be started: {exc}") from exc
@@ -315,12 +305,12 @@ def run_ffmpeg(
             if time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + poll_seconds
                 if should_stop is not None and should_stop():
-                    _kill_group(process)
+                    kill_group(process)
                     raise Canceled("The transcode was canceled.")
                 if written_seconds is not None:
                     report(written_seconds())
             if deadline is not None and time.monotonic() >= deadline:
-                _kill_group(process)
+                kill_group(process)
                 raise StageTimeout(f"ffmpeg ran longer than {timeout:g} s and was stopped.")
             wait = poll_seconds if deadline is None else min(poll_seconds, deadline - time.monotonic())
             if not stdout_open:
@@ -338,17 +328,14 @@ def run_ffmpeg(
             if seconds is not None:
                 report(seconds)
     finally:
-        _kill_group(process)
+        kill_group(process)
         for reader in readers:
             reader.join(timeout=KILL_GRACE_SECONDS)
         stdout.close()
         stderr.close()
-    tail = _tail(stderr_tail)
-    if NO_SPACE in tail:
-        # The host's disk, not the media: another attempt, maybe elsewhere, may have room. Checked
-        # whatever the exit status: ffmpeg 5.1 exits 0 when only its trailer could not be written.
-        raise StorageFailed(f"ffmpeg ran out of scratch space: {tail}")
-    if process.returncode != 0:
-        raise TranscodeFailed(f"ffmpeg exited with status {process.returncode}: {tail}")
+    # A full disk whatever the exit status: ffmpeg 5.1 exits 0 when only its trailer could not
+    # be written, which would pass a truncated output for a finished one.
+    if process.returncode != 0 or NO_SPACE in _tail(stderr_tail):
+        raise ffmpeg_failure(process.returncode, stderr_tail)
     if on_progress is not None:
         on_progress(100.0)

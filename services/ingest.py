@@ -21,6 +21,7 @@ from services.fetching import fetch_url
 from services.generation import ResumeState, generate_source
 from services.probe import MediaInfo, probe, probe_limits
 from services.s3source import fetch_s3_object
+from services.stopping import StopSignal
 from services.storage import make_s3_client
 from services.workspace import ObjectWriter, Workspace
 from services.workspace.keys import attempt_prefix
@@ -73,18 +74,18 @@ def ingest_source(
     *,
     resume: ResumeState,
     on_progress: Callable[[float], None],
-    should_stop: Callable[[], bool],
+    stop: StopSignal,
 ) -> Ingested:
     """The job's source in the workspace and in scratch, fetched or generated first when remote."""
     if "upload" in source:
         key = str(source["upload"]["key"])
-        return Ingested(key, workspace.get_file(key, scratch / "source", should_stop=should_stop))
+        return Ingested(key, workspace.get_file(key, scratch / "source", should_stop=stop))
     kind = next((kind for kind in REMOTE_KINDS if kind in source), None)
     if kind is None:
         raise InvalidMedia(f"Unsupported source: {sorted(source)}")
     key = attempt_prefix(job_id, "fetch", attempt) + "original"
     local = scratch / "original"
-    with SourceCopy(local, workspace.open_writer(key, should_stop=should_stop)) as copy:
+    with SourceCopy(local, workspace.open_writer(key, should_stop=stop)) as copy:
         if kind == "url":
             fetch_url(
                 source["url"],
@@ -93,7 +94,7 @@ def ingest_source(
                 connect_timeout=settings.fetch_connect_timeout,
                 read_timeout=settings.fetch_read_timeout,
                 allow_cidrs=settings.ssrf_allow_cidrs,
-                should_stop=should_stop,
+                stop=stop,
             )
         elif kind == "s3":
             fetch_s3_object(
@@ -104,12 +105,12 @@ def ingest_source(
                 allowed_buckets=settings.s3_source_buckets,
                 max_bytes=settings.max_upload_bytes,
                 on_progress=on_progress,
-                should_stop=should_stop,
+                should_stop=stop,
             )
         else:
             copy.write(
                 generate_source(
-                    source["generate"], settings, resume, on_progress=on_progress, should_stop=should_stop
+                    source["generate"], settings, resume, on_progress=on_progress, should_stop=stop
                 )
             )
     return Ingested(key, local)

@@ -25,6 +25,7 @@ class CreatedJob:
     needs besides its place in line, which the broker tells when the job is sent."""
 
     job: Job
+    message_id: uuid.UUID  # of the fetch message, to send once the insert has committed
     running: int
     mean_seconds: float | None
 
@@ -38,6 +39,7 @@ def _create_job_statement() -> Select[Any]:
     jobs, stages, events = (Base.metadata.tables[name] for name in ("jobs", "job_stages", "job_events"))
     job_id = bindparam("job_id", type_=jobs.c.id.type)
     rank = bindparam("rank", type_=stages.c.priority_rank.type)
+    message_id = bindparam("message_id", type_=stages.c.message_id.type)
     new_job = (
         insert(jobs)
         .values(
@@ -56,7 +58,17 @@ def _create_job_statement() -> Select[Any]:
     new_stages = (
         insert(stages)
         .from_select(
-            ["job_id", "name", "position", "priority_rank", "status", "attempts", "progress", "available_at"],
+            [
+                "job_id",
+                "name",
+                "position",
+                "priority_rank",
+                "status",
+                "attempts",
+                "progress",
+                "available_at",
+                "message_id",
+            ],
             select(
                 job_id,
                 stage.c.name,
@@ -66,6 +78,7 @@ def _create_job_statement() -> Select[Any]:
                 literal(0),
                 literal(0.0),
                 case((first, func.now())),
+                case((first, message_id)),
             ),
         )
         .cte("new_stages")
@@ -85,7 +98,8 @@ def create_job(
     options: dict[str, Any],
     job_id: uuid.UUID | None = None,
 ) -> CreatedJob:
-    """Insert the job, its five stage rows (fetch queued, the rest pending) and its first event.
+    """Insert the job, its five stage rows (fetch queued, the rest pending, with the id of the
+    fetch message to send once this has committed) and its first event.
 
     Submissions are the API's hot path, so this is one statement, one round trip: the rows go
     in through data-modifying CTEs. Being one statement, it is atomic even on a connection in
@@ -93,7 +107,9 @@ def create_job(
     row ahead, so a backlog of thousands made each submission slower.
     """
     job_id = job_id or uuid.uuid4()
+    message_id = uuid.uuid4()
     parameters = {
+        "message_id": message_id,
         "job_id": job_id,
         "owner_id": owner_id,
         "source": source,
@@ -128,6 +144,7 @@ def create_job(
             attempts=0,
             progress=0.0,
             available_at=created_at if name == first else None,
+            message_id=message_id if name == first else None,
             started_at=None,
             finished_at=None,
             error_code=None,
@@ -135,7 +152,7 @@ def create_job(
         )
         for position, name in enumerate(STAGE_NAMES)
     ]
-    return CreatedJob(job, running, recent_means.get(connection, first))
+    return CreatedJob(job, message_id, running, recent_means.get(connection, first))
 
 
 def get_job(session: Session, job_id: uuid.UUID) -> Job | None:

@@ -15,10 +15,9 @@ from sqlalchemy.orm import Session
 
 from models import STAGE_NAMES, Job, JobStage
 from services.config import Settings
+from services.contract import Dispatch, record_event
 from services.errors import ConveyorError
-from services.stages import record_event
 from services.storage import make_s3_client
-from services.workspace.keys import stage_prefix
 
 ENDED_JOB_STATUSES = ("succeeded", "failed", "canceled")
 # notify only reports the outcome; the stages before it are the job's work.
@@ -124,18 +123,10 @@ def retry_inputs(job: Job) -> list[str]:
     return list(dict.fromkeys(needed))
 
 
-def rerun_prefixes(job: Job) -> list[str]:
-    """Where the attempts of the stages a retry runs again wrote. A retry gives those stages a
-    fresh set of attempts, numbered from 1 again, so the failed run's outputs are removed before
-    any new attempt writes: a new attempt's prefix holds its own files and nothing else."""
-    restart = restart_stage(job)
-    return [stage_prefix(job.id, name) for name in WORK_STAGES[WORK_STAGES.index(restart) :]]
-
-
-def retry_job(session: Session, job_id: uuid.UUID) -> str:
+def retry_job(session: Session, job_id: uuid.UUID) -> Dispatch:
     """Re-queue a failed job from its first unfinished stage, keeping what earlier stages
     produced (their rows stay succeeded, their files stay in the workspace). Returns the
-    stage to dispatch from; the caller commits, then dispatches."""
+    message to send once the caller has committed."""
     job = session.get(Job, job_id, with_for_update=True)
     if job is None:
         raise ConveyorError(f"No job {job_id}.", code="not_found")
@@ -144,11 +135,15 @@ def retry_job(session: Session, job_id: uuid.UUID) -> str:
     if job.workspace_cleaned_at is not None and retry_inputs(job):
         raise ConveyorError("The job's workspace files were cleaned away; submit it again.", code="conflict")
     restart = restart_stage(job)
+    message_id = uuid.uuid4()
     for stage in job.stages[STAGE_NAMES.index(restart) :]:
         stage.status = "queued" if stage.name == restart else "pending"
         stage.available_at = func.now() if stage.name == restart else None
-        # A fresh set of attempts: the operator decided the cause is gone.
-        stage.attempts = 0
+        stage.message_id = message_id if stage.name == restart else None
+        stage.sent_at = None
+        # A fresh set of attempts (the operator decided the cause is gone), while the attempt
+        # numbers go on: each stays the fencing token and the folder of one attempt only.
+        stage.attempt_floor = stage.attempts
         stage.progress = 0.0
         stage.worker = stage.lease_until = stage.started_at = stage.finished_at = None
         stage.error_code = stage.error_message = None
@@ -162,7 +157,7 @@ def retry_job(session: Session, job_id: uuid.UUID) -> str:
     job.cancel_requested = False
     job.updated_at = func.now()
     record_event(session, job.id, "job.retried", restart, status=job.status)
-    return restart
+    return Dispatch(job.id, restart, str(job.options.get("priority", "normal")), message_id)
 
 
 def jobs_to_clean(session: Session, *, status: str, older_than_seconds: int, limit: int) -> list[uuid.UUID]:

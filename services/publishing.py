@@ -172,7 +172,8 @@ def publish_tree(
     tier side by side; returns key by relative path.
 
     With signed delivery, playlists and storyboards are rewritten to carry signed URLs of what
-    they reference.
+    they reference. Stopped (`should_stop`, asked at least every STOP_POLL_SECONDS), it
+    removes what it sent: a canceled job leaves no half stream behind.
     """
     tiers = publish_tiers(source.files())
     keys = {name: f"{prefix}/{name}" for names in tiers for name in names}
@@ -201,10 +202,21 @@ def publish_tree(
         if on_progress is not None:
             on_progress(100.0 * done / total)
 
-    with ThreadPoolExecutor(PUBLISH_CONCURRENCY, thread_name_prefix="publish") as pool:
-        for names in tiers:
-            _wait_for_tier([pool.submit(send, name) for name in names], should_stop, sent)
+    try:
+        with ThreadPoolExecutor(PUBLISH_CONCURRENCY, thread_name_prefix="publish") as pool:
+            for names in tiers:
+                _wait_for_tier([pool.submit(send, name) for name in names], should_stop, sent)
+    except Canceled:
+        remove_published(delivery, list(keys.values()))
+        raise
     return keys
+
+
+def remove_published(delivery: Delivery, keys: list[str]) -> None:
+    """Delete these keys from the delivery bucket (absent ones are no error), a thousand a call."""
+    for start in range(0, len(keys), 1000):
+        batch = [{"Key": key} for key in keys[start : start + 1000]]
+        delivery.client.delete_objects(Bucket=delivery.bucket, Delete={"Objects": batch, "Quiet": True})
 
 
 def publish_hls(

@@ -1,48 +1,68 @@
 """The stage runner: every cross-cutting concern of a stage in one place.
 
-A stage body receives a StageContext and returns its output dict. Around it the runner
-claims the stage row, heartbeats, records success, classifies failures (retry with backoff,
-or fail the job with a stable code), and stops the chain when the stage was not ours to run.
+A stage body receives a StageContext and returns its output dict. Around it the runner claims
+the stage row, heartbeats (renewing the lease, watching for a cancel, fencing itself when the
+lease cannot be renewed), records success, classifies failures (requeue with a delay kept in
+PostgreSQL, or fail the job with a stable code), ends a canceled job, and sends the stage that
+follows. The chain a message carries is never trusted to send it: what PostgreSQL decided is.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 
 from services.config import Settings, get_settings
-from services.errors import Canceled, ConveyorError, StageTimeout
-from services.jobs import get_job, job_to_dict
-from services.logs import log_context
-from services.stages import (
+from services.contract import (
     Claim,
+    Transition,
+    cancel_requested,
     claim_stage,
     complete_stage,
     fail_stage,
-    mark_canceled,
+    finish_cancel,
     max_attempts_for,
+    record_stopped,
     renew_lease,
     requeue_stage,
     stage_outputs,
 )
+from services.errors import ConveyorError, StageTimeout
+from services.jobs import get_job, job_to_dict
+from services.logs import log_context
+from services.stopping import CANCELED, LEASE_EXPIRED, LOST, StopSignal
 from services.workspace import Workspace
 from tasks import app
-from tasks.pipeline import dispatch
+from tasks.pipeline import dispatch_all
 from tasks.runtime import session_factory, workspace
 
 log = logging.getLogger("conveyor.stage")
 
-# How often progress may be written to the stage row.
+# How often the heartbeat looks at the job: a cancel must stop a stage within 2 s, and
+# stopping an ffmpeg child takes up to one of them.
+HEARTBEAT_TICK_SECONDS = 0.5
+# Progress is written to the stage row at most this often.
 PROGRESS_WRITE_SECONDS = 1.0
+# How long the runner waits for its heartbeat thread (blocked in a database call, at worst
+# until the statement timeout) before it goes on without it.
+HEARTBEAT_JOIN_SECONDS = 5.0
+
+
+def fence_margin(lease_seconds: float) -> float:
+    """How long before its lease runs out a stage that could not renew it stops on its own: the
+    lease is counted from before the renewal was sent, and this covers stopping the work."""
+    return max(1.0, 0.2 * lease_seconds)
 
 
 @dataclass
@@ -51,7 +71,7 @@ class StageContext:
 
     job_id: uuid.UUID
     stage: str
-    attempt: int
+    attempt: int  # this attempt's fencing token: name its own folders and keys after it
     max_attempts: int
     job: dict[str, Any]
     source: dict[str, Any]
@@ -59,8 +79,9 @@ class StageContext:
     outputs: dict[str, dict[str, Any]]
     settings: Settings
     workspace: Workspace
+    tries: int = 1  # attempts used since the job was last retried, this one included
+    stop_signal: StopSignal = field(default_factory=StopSignal)
     _progress: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
     def priority(self) -> str:
@@ -72,43 +93,65 @@ class StageContext:
     def current_progress(self) -> float:
         return self._progress
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, reason: str) -> None:
+        self.stop_signal.set(reason)
 
     def should_stop(self) -> bool:
-        return self._stop.is_set()
+        return self.stop_signal()
 
 
 class Heartbeat(threading.Thread):
-    """Renews the lease beside the work; sets the stop flag when the stage is lost or canceled."""
+    """Beside the work: renews the lease, writes progress, and sets the stop signal when the job
+    is canceled, the stage was taken from this attempt, or the lease could not be renewed."""
 
-    def __init__(self, ctx: StageContext, claim: Claim) -> None:
+    def __init__(self, ctx: StageContext, claim: Claim, claimed_at: float) -> None:
         super().__init__(name=f"heartbeat-{ctx.stage}", daemon=True)
         self.ctx, self.claim = ctx, claim
+        # Its log lines carry the stage's job_id and stage, as the stage's own do.
+        self.log_context = contextvars.copy_context()
         self.done = threading.Event()
+        self.lease = float(ctx.settings.stage_lease_seconds)
+        self.last_renewal = claimed_at
+        ctx.stop_signal.extend(claimed_at + self.lease - fence_margin(self.lease))
 
     def run(self) -> None:
-        settings = self.ctx.settings
-        written, since_renewal = -1.0, 0.0
-        while not self.done.wait(PROGRESS_WRITE_SECONDS):
-            since_renewal += PROGRESS_WRITE_SECONDS
-            current = self.ctx.current_progress()
-            if current == written and since_renewal < settings.heartbeat_seconds:
-                continue
+        self.log_context.run(self.beat)
+
+    def beat(self) -> None:
+        settings, signal = self.ctx.settings, self.ctx.stop_signal
+        written, last_write = -1.0, 0.0
+        while not self.done.wait(HEARTBEAT_TICK_SECONDS):
+            if signal():  # the lease ran out without a renewal: stop (self-fencing)
+                return
+            started = time.monotonic()
+            progress = self.ctx.current_progress()
+            renew = started - self.last_renewal >= settings.heartbeat_seconds or (
+                progress != written and started - last_write >= PROGRESS_WRITE_SECONDS
+            )
             try:
                 with session_factory().begin() as session:
-                    ours = renew_lease(
-                        session, self.claim, lease_seconds=settings.stage_lease_seconds, progress=current
+                    ours = not renew or renew_lease(
+                        session, self.claim, lease_seconds=self.lease, progress=progress
                     )
+                    canceled = ours and cancel_requested(session, self.claim.job_id)
             except Exception:
-                # A database blip must not kill the work; the lease has time to spare.
-                log.warning("heartbeat failed", exc_info=True)
+                log.warning("heartbeat failed; the stage stops before its lease runs out", exc_info=True)
                 continue
-            written, since_renewal = current, 0.0
             if not ours:
-                log.info("stage lost its lease or the job was canceled; stopping")
-                self.ctx.stop()
+                log.info("the stage is no longer this attempt's; stopping")
+                self.ctx.stop(LOST)
                 return
+            if renew:
+                self.last_renewal, written, last_write = started, progress, started
+                signal.extend(started + self.lease - fence_margin(self.lease))
+            if canceled:
+                log.info("the job was canceled; stopping")
+                self.ctx.stop(CANCELED)
+                return
+
+    def finish(self) -> None:
+        self.done.set()
+        self.join(timeout=HEARTBEAT_JOIN_SECONDS)
 
 
 StageBody = Callable[[StageContext], dict[str, Any]]
@@ -124,30 +167,25 @@ def backoff_seconds(first: float, attempt: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def run_stage(
-    task: Task, stage: str, job_id_text: str, body: StageBody, *, max_attempts: int, first_backoff: float
-) -> None:
+def _claim(task: Task, stage: str, job_id: uuid.UUID, max_attempts: int) -> StageContext | None:
     settings = get_settings()
-    job_id = uuid.UUID(job_id_text)
-    with log_context(job_id=job_id_text, stage=stage):
-        with session_factory().begin() as session:
-            claim = claim_stage(
-                session,
-                job_id,
-                stage,
-                worker=worker_name(task),
-                lease_seconds=settings.stage_lease_seconds,
-                max_attempts=max_attempts,
-            )
-            job = get_job(session, job_id) if claim else None
-            if claim is None or job is None:
-                log.info("stage not claimable (finished, running elsewhere, or job ended): nothing to do")
-                task.request.chain = None
-                return
+    with session_factory().begin() as session:
+        outcome = claim_stage(
+            session,
+            job_id,
+            stage,
+            worker=worker_name(task),
+            lease_seconds=settings.stage_lease_seconds,
+            max_attempts=max_attempts,
+        )
+        claim, job = outcome.claim, get_job(session, job_id) if outcome.claim else None
+        ctx = None
+        if claim is not None and job is not None:
             ctx = StageContext(
                 job_id=job_id,
                 stage=stage,
                 attempt=claim.attempt,
+                tries=claim.tries,
                 max_attempts=max_attempts,
                 job=job_to_dict(job),
                 source=job.source,
@@ -156,66 +194,103 @@ def run_stage(
                 settings=settings,
                 workspace=workspace(),
             )
+    dispatch_all(outcome.dispatches)
+    if ctx is None:
+        log.info("stage not claimable: nothing to do", extra={"reason": outcome.refused})
+    return ctx
+
+
+def _record(transition: Callable[[Any], Transition]) -> Transition:
+    with session_factory().begin() as session:
+        done = transition(session)
+    dispatch_all(done.dispatches)
+    return done
+
+
+def run_stage(
+    task: Task, stage: str, job_id_text: str, body: StageBody, *, max_attempts: int, first_backoff: float
+) -> None:
+    # What follows this stage is sent from what PostgreSQL decides, logged as every send is;
+    # the chain in the message would send it a second time, unlogged.
+    task.request.chain = None
+    job_id = uuid.UUID(job_id_text)
+    with log_context(job_id=job_id_text, stage=stage):
+        claimed_at = time.monotonic()
+        ctx = _claim(task, stage, job_id, max_attempts)
+        if ctx is None:
+            return
+        claim = Claim(job_id, stage, ctx.attempt, worker_name(task), ctx.tries)
         log.info("stage started", extra={"attempt": claim.attempt})
-        heartbeat = Heartbeat(ctx, claim)
+        heartbeat = Heartbeat(ctx, claim, claimed_at)
         heartbeat.start()
         try:
             output = body(ctx)
-        except SoftTimeLimitExceeded:
-            _fail(task, claim, StageTimeout(f"The {stage} stage ran past its time limit."), ctx.priority)
-            return
-        except ConveyorError as error:
-            if isinstance(error, Canceled) or ctx.should_stop():
-                _stop(task, claim, ctx.priority)
-                return
-            if error.transient and claim.attempt < max_attempts:
-                _retry(task, claim, error, backoff_seconds(first_backoff, claim.attempt))
-            _fail(task, claim, error, ctx.priority)
-            return
         except Exception as exc:
-            log.exception("stage crashed")
-            error = ConveyorError(f"The {stage} stage failed unexpectedly: {exc}", transient=True)
-            if claim.attempt < max_attempts:
-                _retry(task, claim, error, backoff_seconds(first_backoff, claim.attempt))
-            _fail(task, claim, error, ctx.priority)
-            return
+            heartbeat.finish()
+            _after_failure(claim, ctx, exc, max_attempts, first_backoff)
+        else:
+            heartbeat.finish()
+            _complete(claim, output)
         finally:
-            heartbeat.done.set()
-            heartbeat.join()
-        with session_factory().begin() as session:
-            recorded = complete_stage(session, claim, output)
-        if not recorded:
-            log.warning("stage finished but its lease was taken meanwhile; output discarded")
-            task.request.chain = None
-            return
+            heartbeat.finish()  # also when a SystemExit or KeyboardInterrupt leaves the worker
+
+
+def _after_failure(
+    claim: Claim, ctx: StageContext, exc: Exception, max_attempts: int, first_backoff: float
+) -> None:
+    """A body that raised: timed out, stopped (whatever it raised on the way out), or failed."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        _fail(claim, StageTimeout(f"The {claim.stage} stage ran past its time limit."))
+        return
+    if ctx.should_stop():
+        _stopped(claim, ctx)
+        return
+    if isinstance(exc, ConveyorError):
+        error = exc
+    else:
+        log.exception("stage crashed")
+        error = ConveyorError(f"The {claim.stage} stage failed unexpectedly: {exc}", transient=True)
+    if error.transient and claim.tries < max_attempts:
+        _requeue(claim, error, backoff_seconds(first_backoff, claim.tries))
+    else:
+        _fail(claim, error)
+
+
+def _complete(claim: Claim, output: dict[str, Any]) -> None:
+    done = _record(lambda session: complete_stage(session, claim, output))
+    if done.canceled:
+        log.info("the job was canceled while the stage ran; its output is not recorded")
+    elif not done.applied:
+        log.warning("stage finished but its lease was taken meanwhile; output discarded")
+    else:
         log.info("stage succeeded", extra={"attempt": claim.attempt})
 
 
-def _retry(task: Task, claim: Claim, error: ConveyorError, delay: float) -> NoReturn:
+def _requeue(claim: Claim, error: ConveyorError, delay: float) -> None:
     log.warning(
         "transient failure; retrying", extra={"code": error.code, "error": error.message, "delay": delay}
     )
     with session_factory().begin() as session:
         requeue_stage(session, claim, error, delay_seconds=delay)
-    raise task.retry(countdown=delay, max_retries=None)
 
 
-def _fail(task: Task, claim: Claim, error: ConveyorError, priority: str) -> None:
+def _fail(claim: Claim, error: ConveyorError) -> None:
     log.warning("stage failed", extra={"code": error.code, "error": error.message})
-    with session_factory().begin() as session:
-        failed = fail_stage(session, claim.job_id, claim.stage, error.code, error.message)
-    task.request.chain = None
-    if failed and claim.stage != "notify":
-        dispatch(claim.job_id, "notify", priority)
+    _record(lambda session: fail_stage(session, claim, error.code, error.message))
 
 
-def _stop(task: Task, claim: Claim, priority: str) -> None:
-    task.request.chain = None
+def _stopped(claim: Claim, ctx: StageContext) -> None:
+    reason = ctx.stop_signal.reason or LOST
+    if reason == CANCELED:
+        done = _record(lambda session: finish_cancel(session, claim))
+        log.info("stage stopped: job canceled", extra={"canceled": done.canceled})
+        return
     with session_factory().begin() as session:
-        canceled = mark_canceled(session, claim)
-    log.info("stage stopped", extra={"canceled": canceled})
-    if canceled:
-        dispatch(claim.job_id, "notify", priority)
+        record_stopped(session, claim, reason)
+    if reason == LEASE_EXPIRED:
+        log.warning("stage stopped: its lease could not be renewed in time")
+    else:
+        log.info("stage stopped: another attempt owns it")
 
 
 def stage_task(

@@ -21,7 +21,7 @@ def fetch(ctx: StageContext) -> dict[str, Any]:
             resume=StageState(session_factory(), ctx.job_id, ctx.stage, ctx.attempt),
             # Getting the source is most of the stage; the probe after it is quick.
             on_progress=lambda percent: ctx.progress(0.9 * percent),
-            should_stop=ctx.should_stop,
+            stop=ctx.stop_signal,
         )
         ctx.progress(90)
         _, output = describe_source(ingested, ctx.settings)

@@ -1,15 +1,13 @@
-"""Periodic maintenance run by beat: recover lost stages (the workspace's retention is
-tasks/retention.py)."""
+"""Periodic maintenance run by beat on the `maintenance` queue: recover lost stages (the
+workspace's retention is tasks/retention.py). Its own queue, so a fetch backlog or a paused
+stage queue never holds recovery up."""
 
 import logging
 
-import redis
-
-from services.broker import stages_in_broker
 from services.config import get_settings
-from services.recovery import recover_lost_stages
+from services.contract.recovery import sweep as sweep_stages
 from tasks import app
-from tasks.pipeline import dispatch
+from tasks.pipeline import broker_client, dispatch
 from tasks.runtime import session_factory
 
 log = logging.getLogger("conveyor.sweeper")
@@ -18,18 +16,7 @@ log = logging.getLogger("conveyor.sweeper")
 @app.task(name="maintenance.sweep", acks_late=False, ignore_result=True)
 def sweep() -> dict[str, int]:
     settings = get_settings()
-    queues = [queue.name for queue in app.conf.task_queues]
-    with redis.Redis.from_url(settings.redis_url) as client:
-        in_broker = stages_in_broker(client, queues)
-    with session_factory().begin() as session:
-        recovery = recover_lost_stages(session, settings, in_broker)
-    for lost in recovery.to_dispatch:
-        log.info("re-dispatching lost stage", extra={"job_id": str(lost.job_id), "stage": lost.stage})
-        dispatch(lost.job_id, lost.stage, lost.priority)
-    for lost in recovery.failed:
-        log.warning("stage gave up: worker lost", extra={"job_id": str(lost.job_id), "stage": lost.stage})
-        dispatch(lost.job_id, "notify", lost.priority)
-    return {
-        "redispatched": len(recovery.to_dispatch),
-        "failed": len(recovery.failed),
-    }
+    report = sweep_stages(session_factory(), broker_client(), settings, send=dispatch)
+    if report.redispatched or report.failed or report.canceled or report.forgotten:
+        log.info("sweep recovered stages", extra=report.as_dict())
+    return report.as_dict()

@@ -36,7 +36,7 @@ def notify(ctx: StageContext) -> dict[str, Any]:
             attempt=ctx.attempt,
             result=result,
         )
-    if not result.ok and ctx.attempt < ctx.max_attempts:
+    if not result.ok and ctx.tries < ctx.max_attempts:
         raise WebhookFailed(f"Webhook delivery failed: {result.error or result.status_code}")
     return {
         "delivered": result.ok,

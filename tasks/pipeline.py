@@ -1,10 +1,13 @@
-"""Sending stages to the broker. PostgreSQL already holds the truth when this runs."""
+"""Sending stages to the broker. PostgreSQL already holds the truth when this runs: every
+message is a `Dispatch` a committed transition returned, carrying the message id its stage
+row names."""
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from functools import cache
 
 import redis
@@ -14,7 +17,8 @@ from redis.retry import Retry
 
 from celeryconfig import STAGE_QUEUES
 from models import STAGE_NAMES
-from services.broker import push_counting_ahead, redis_envelope
+from services.broker import push_stage, redis_envelope
+from services.contract import Dispatch
 from services.queue_stats import priority_rank
 from tasks import app
 
@@ -33,7 +37,7 @@ def stage_signature(job_id: uuid.UUID, stage: str, priority: str = "normal") -> 
 
 
 @cache
-def _broker() -> redis.Redis:
+def broker_client() -> redis.Redis:
     # The same connect and read timeouts as Celery's own publishing (celeryconfig), and one
     # immediate retry: a pooled connection may predate a Redis restart.
     timeout = app.conf.broker_connection_timeout
@@ -45,21 +49,22 @@ def _broker() -> redis.Redis:
     )
 
 
-def send_stages(job_id: uuid.UUID, first_stage: str, priority: str = "normal") -> int:
-    """Send first_stage with the stages after it embedded as its chain, as `celery.chain` would:
-    each link takes job_id only and keeps the priority.
+def send_stages(dispatch: Dispatch) -> int:
+    """Send the dispatched stage with the stages after it embedded as its chain, as
+    `celery.chain` would: each link takes job_id only and keeps the priority.
 
-    Celery builds the message (protocol 2); it goes to Redis as one LPUSH in kombu's layout
-    rather than through kombu's producer, whose generic publishing path (a new Redis client
-    object per message, layers of routing and encoding) cost a third of a submission's CPU.
-    Workers read it like any other message, and send the following links through Celery.
-    Returns how many messages the broker will serve before this one.
+    Celery builds the message (protocol 2), with the message id the stage row names as its
+    task id; it goes to Redis as one LPUSH in kombu's layout, logged as sent in the same
+    round trip (services.broker.push_stage), rather than through kombu's producer, whose
+    generic publishing path cost a third of a submission's CPU. Every stage message goes out
+    this way, the links a worker sends after a stage included (tasks.base), so the sweeper
+    knows of each one. Returns how many messages the broker will serve before this one.
     """
-    first, *rest = STAGE_NAMES[STAGE_NAMES.index(first_stage) :]
-    task_id = str(uuid.uuid4())
+    job_id, priority = dispatch.job_id, dispatch.priority
+    first, *rest = STAGE_NAMES[STAGE_NAMES.index(dispatch.stage) :]
     level = broker_priority(priority)
     message = app.amqp.create_task_message(
-        task_id,
+        str(dispatch.message_id),
         f"pipeline.{first}",
         (str(job_id),),
         # Celery pops the next link from the end of the list.
@@ -68,7 +73,7 @@ def send_stages(job_id: uuid.UUID, first_stage: str, priority: str = "normal") -
     )
     queue = STAGE_QUEUES[first]
     envelope = redis_envelope(message.headers, message.properties, message.body, queue, level)
-    return push_counting_ahead(_broker(), queue, level, envelope)
+    return push_stage(broker_client(), queue, level, envelope, dispatch.message_id)
 
 
 class BrokerBreaker:
@@ -89,17 +94,21 @@ class BrokerBreaker:
 breaker = BrokerBreaker()
 
 
-def dispatch(job_id: uuid.UUID, first_stage: str, priority: str = "normal") -> int | None:
+def dispatch(sent: Dispatch) -> int | None:
     """Send the chain and return how many messages are ahead of it in the broker; None when
-    the broker is unreachable (the sweeper sends it later)."""
+    the broker is unreachable (its stage row stays unsent, and the sweeper sends it later)."""
+    where = {"job_id": str(sent.job_id), "stage": sent.stage}
     if not breaker.is_open():
-        log.warning("broker recently unreachable; the sweeper will dispatch", extra={"job_id": str(job_id)})
+        log.warning("broker recently unreachable; the sweeper will dispatch", extra=where)
         return None
     try:
-        return send_stages(job_id, first_stage, priority)
+        return send_stages(sent)
     except (redis.RedisError, OSError) as exc:
         breaker.tripped()
-        log.warning(
-            "broker unreachable; the sweeper will dispatch", extra={"job_id": str(job_id), "error": str(exc)}
-        )
+        log.warning("broker unreachable; the sweeper will dispatch", extra=where | {"error": str(exc)})
         return None
+
+
+def dispatch_all(dispatches: Iterable[Dispatch]) -> None:
+    for sent in dispatches:
+        dispatch(sent)

@@ -29,7 +29,12 @@ log = logging.getLogger("conveyor.runtime")
 
 @lru_cache(maxsize=1)
 def engine() -> Engine:
-    return make_engine(get_settings().database_url)
+    settings = get_settings()
+    return make_engine(
+        settings.database_url,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+        statement_timeout_seconds=settings.database_statement_timeout_seconds,
+    )
 
 
 @lru_cache(maxsize=1)

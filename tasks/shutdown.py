@@ -10,8 +10,8 @@ from typing import Any
 from celery.signals import worker_shutting_down
 
 from services.config import get_settings
-from services.recovery import release_worker_stages
-from tasks.pipeline import dispatch
+from services.contract.recovery import release_worker_stages
+from tasks.pipeline import dispatch_all
 from tasks.runtime import session_factory
 
 log = logging.getLogger("conveyor.shutdown")
@@ -22,7 +22,7 @@ def release_stages_of(nodename: str) -> int:
         released = release_worker_stages(session, f"{nodename}:")
     for stage in released:
         log.info("released stage on shutdown", extra={"job_id": str(stage.job_id), "stage": stage.stage})
-        dispatch(stage.job_id, stage.stage, stage.priority)
+    dispatch_all(released)
     return len(released)
 
 

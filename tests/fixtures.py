@@ -31,7 +31,7 @@ from tests.conftest import REDIS_OWNER_KEY, S3_PORT, TEST_DB, TEST_ROOT, WORKSPA
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = os.uname().nodename
-QUEUES = "fetch,video,upload,analyze,notify"
+QUEUES = "fetch,video,upload,analyze,notify,maintenance"
 
 
 def migrate_fresh_database() -> None:

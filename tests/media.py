@@ -35,3 +35,15 @@ def make_clip(
     args.append(str(path))
     subprocess.run(args, check=True)
     return path
+
+
+def make_long_flat_clip(folder: Path, *, seconds: int = 3600) -> Path:
+    """Long video of a flat picture: 2 s encoded once, then looped by copying (cheap to make, a
+    few MB, and a transcode that runs far longer than any test waits for)."""
+    short, long = folder / "short.mp4", folder / "long.mp4"
+    base = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
+    subprocess.run([*base, "-f", "lavfi", "-i", "color=c=gray:s=320x240:r=25:d=2", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-g", "50", str(short)], check=True)  # fmt: skip
+    loops = max(0, seconds // 2 - 1)
+    subprocess.run([*base, "-stream_loop", str(loops), "-i", str(short), "-c", "copy", str(long)], check=True)
+    return long

@@ -6,7 +6,7 @@ row, written by the running attempt alone, so any host's next attempt resumes th
 operation. A nullable column without a default rewrites nothing.
 
 Revision ID: 9d2e61b0c4a7
-Revises: 4bf3859c6a18
+Revises: 9a1c2e7d4b10
 Create Date: 2026-12-01 17:05:00.000000
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "9d2e61b0c4a7"
-down_revision: str | None = "4bf3859c6a18"
+down_revision: str | None = "9a1c2e7d4b10"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -64,9 +64,8 @@ class FolderUploader:
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stop_scanning()
-        for future in self._sent.values():
-            future.cancel()
-        self._pool.shutdown(wait=True)
+        # After `finish` nothing is left; after a failure or a stop, nothing must hold it up.
+        self._pool.shutdown(wait=error is None, cancel_futures=True)
 
     def finish(self) -> list[str]:
         """Upload what is left once ffmpeg has exited and wait for every upload; the keys."""

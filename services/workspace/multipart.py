@@ -138,9 +138,9 @@ class MultipartWriter:
         self._done = True
         self._chunks, self._gathered = [], 0
         if self._pool is not None:
-            for future in self._parts:
-                future.cancel()
-            self._pool.shutdown(wait=True)
+            # A part still on its way (a slow link) must not hold up a stop: it fails or lands
+            # in an upload that is aborted, invisible either way.
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
     def _call(self, operation: str, **params: Any) -> Any:

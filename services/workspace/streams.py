@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from services.errors import Canceled, StorageFailed
+from services.errors import Canceled, DiskFull
 
 STOP_POLL_SECONDS = 0.25
 # Chunks read ahead of the consumer: enough to keep the reader busy, little memory.
@@ -68,10 +68,10 @@ def stoppable(
 @contextlib.contextmanager
 def full_disk_is_transient(where: str) -> Iterator[None]:
     """A full disk (ENOSPC, EDQUOT) is the host's state, not the job's fault: another attempt,
-    maybe on another host, may well have room. Raised as transient storage_failed."""
+    maybe on another host, may well have room. Raised as transient disk_full."""
     try:
         yield
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StorageFailed(f"{where} is full ({exc.strerror}).") from exc
+            raise DiskFull(f"{where} is full ({exc.strerror}).") from exc
         raise

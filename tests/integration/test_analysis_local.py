@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,12 @@ import pytest
 from services.analysis import analyze_local
 from services.analyzers import smallest_picture
 from services.config import Settings
-from services.errors import AnalysisFailed
+from services.errors import AnalysisFailed, Canceled
 from services.hls import transcode_to_hls
 from services.probe import AudioStream, MediaInfo, probe
+from tests.fixtures import wait_until
+from tests.media import make_clip
+from tests.processes import ffmpeg_for
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +171,31 @@ def test_an_unreadable_file_fails_with_ffmpegs_reason(tmp_path: Path) -> None:
         analyze_local(junk, info)
     assert failure.value.code == "analysis_failed"
     assert "Invalid data found" in failure.value.message
+
+
+def test_a_stopped_analysis_ends_within_a_poll_and_leaves_no_ffmpeg(tmp_path: Path) -> None:
+    """A cancel reaches the local analyzer too: its ffmpeg is killed, not waited for."""
+    short = make_clip(tmp_path / "short.mp4", width=320, height=240, seconds=2)
+    long = tmp_path / "long.mp4"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", "899", "-i", str(short),
+         "-c", "copy", str(long)],
+        check=True,
+    )  # fmt: skip
+    stop = threading.Event()
+    outcome: list[BaseException] = []
+
+    def analyze() -> None:
+        try:
+            analyze_local(long, probe(long), should_stop=stop.is_set)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    runner = threading.Thread(target=analyze)
+    runner.start()
+    wait_until(lambda: ffmpeg_for(str(long)), timeout=30, what="the analysis's ffmpeg")
+    stop.set()
+    runner.join(timeout=2.0)
+    assert not runner.is_alive(), "the analysis did not stop within 2 s"
+    assert [type(exc) for exc in outcome] == [Canceled]
+    assert not ffmpeg_for(str(long))

@@ -135,10 +135,11 @@ def test_a_transcode_killed_mid_way_is_redone_under_its_own_prefix(
     client: ApiClient, worker_pool: WorkerPool, workspace: Workspace, long_source: Path
 ) -> None:
     worker_pool.stop_default()
-    # Beat (the sweeper) runs beside fetch and upload; retention waits so the test can look.
+    # Beat (the sweeper, on the maintenance queue) runs beside fetch and upload; retention
+    # waits so the test can look.
     io = start_worker(
         "attempts-io",
-        "fetch,upload,analyze,notify",
+        "fetch,upload,analyze,notify,maintenance",
         beat=True,
         env={"WORKSPACE_CLEAN_INTERVAL_SECONDS": "3600"},
     )

@@ -22,32 +22,15 @@ from services.storage import ensure_bucket, make_s3_client
 from services.workspace import open_workspace
 from services.workspace.keys import attempt_prefix, job_prefix
 from tests.fixtures import REPO, ApiClient, WorkerProcess, start_worker, stop_worker, wait_until
+from tests.media import make_long_flat_clip
+from tests.processes import ffmpeg_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An hour of a flat picture: 2 s encoded once, then looped by copying (cheap to make, a
-    few MB, and a transcode that runs far longer than any of these tests wait)."""
-    work = tmp_path_factory.mktemp("long")
-    short, long = work / "short.mp4", work / "long.mp4"
-    base = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
-    subprocess.run([*base, "-f", "lavfi", "-i", "color=c=gray:s=320x240:r=25:d=2", "-c:v", "libx264",
-                    "-preset", "ultrafast", "-g", "50", str(short)], check=True)  # fmt: skip
-    subprocess.run([*base, "-stream_loop", "1799", "-i", str(short), "-c", "copy", str(long)], check=True)
-    return long
-
-
-def ffmpeg_for(marker: str) -> list[psutil.Process]:
-    """Every live ffmpeg whose command line names ``marker``, whoever its parent is (orphans too)."""
-    found = []
-    for process in psutil.process_iter(["name", "cmdline", "status"]):
-        info = process.info
-        alive = (info["name"] or "").startswith("ffmpeg") and info["status"] != psutil.STATUS_ZOMBIE
-        if alive and any(marker in part for part in info["cmdline"] or []):
-            found.append(process)
-    return found
+    return make_long_flat_clip(tmp_path_factory.mktemp("long"))
 
 
 def in_workspace(prefix: str) -> list[str]:

@@ -38,7 +38,7 @@ from tests.media import make_clip
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 JOB_TIMEOUT = 300
-IO_QUEUES = "fetch,upload,analyze,notify"
+IO_QUEUES = "fetch,upload,analyze,notify,maintenance"
 
 
 class Crew:

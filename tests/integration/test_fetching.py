@@ -16,6 +16,7 @@ import pytest
 from services.config import get_settings
 from services.errors import BlockedUrl, Canceled, ConveyorError, FetchFailed, TooLarge
 from services.fetching import fetch_url
+from services.stopping import StopSignal
 from services.workspace import Workspace, open_workspace
 from tests.local_http import running
 
@@ -250,8 +251,8 @@ def test_a_fetch_waiting_on_a_slow_server_stops_within_half_a_second(
     """The server trickles one byte at a time (no read ever times out): a cancel must still end
     the download promptly, and leave nothing in the workspace."""
     key = new_key()
-    stop = threading.Event()
-    threading.Timer(1.0, stop.set).start()
+    stop = StopSignal()
+    threading.Timer(1.0, stop.set, args=("canceled",)).start()
     started = time.monotonic()
     with pytest.raises(Canceled), workspace.open_writer(key) as writer:
         fetch_url(
@@ -261,7 +262,7 @@ def test_a_fetch_waiting_on_a_slow_server_stops_within_half_a_second(
             connect_timeout=5,
             read_timeout=5,
             allow_cidrs=LOOPBACK,
-            should_stop=stop.is_set,
+            stop=stop,
         )
     assert time.monotonic() - started < 1.0 + 0.5
     assert leftovers(workspace, key) == []

@@ -17,13 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import JobStage
 from services.apikeys import create_key
+from services.contract import claim_stage
 from services.errors import Canceled, ConveyorError
 from services.generation import generate_source, operation_error, start_or_resume
 from services.google_ai import vertex_client
 from services.jobs import create_job
 from services.probe import probe
 from services.stage_state import StageState
-from services.stages import claim_stage
 from tests.gemini_server import ACCESS_TOKEN, PROJECT, FakeGoogle, serving, settings_for
 from tests.media import make_clip
 
@@ -50,7 +50,9 @@ def fake(google: FakeGoogle) -> FakeGoogle:
 def claim_fetch(sessions: sessionmaker[Session], job_id: uuid.UUID) -> StageState:
     """Claim the job's fetch stage as a worker would: its resume state as that attempt sees it."""
     with sessions.begin() as session:
-        claim = claim_stage(session, job_id, "fetch", worker="veo-test", lease_seconds=30, max_attempts=3)
+        claim = claim_stage(
+            session, job_id, "fetch", worker="veo-test", lease_seconds=30, max_attempts=3
+        ).claim
     assert claim is not None
     return StageState(sessions, job_id, "fetch", claim.attempt)
 

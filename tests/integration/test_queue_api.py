@@ -128,7 +128,8 @@ def test_failed_job_is_listed_and_retried_from_the_failed_stage(
     for job_id in ids:
         job = client.wait_for_job(job_id)
         assert job["status"] == "succeeded", job
-        assert stage(job, "transcode")["attempts"] == 1  # a fresh set of attempts
+        # Attempt numbers go on (each names one attempt's outputs); the retry's is the second.
+        assert stage(job, "transcode")["attempts"] == 2
     again = client.get(f"/api/v1/jobs/{ids[0]}").json()
     # fetch was not run again: its attempt and start time are those of the first run.
     assert stage(again, "fetch")["attempts"] == 1

@@ -1,31 +1,34 @@
-"""The stage contract on the real PostgreSQL: one claim wins, leases expire, outputs queue the
-next stage, and the sweeper finds what the broker lost."""
+"""The stage contract on the real PostgreSQL, with a clock the tests move: one claim wins,
+attempts fence every transition, leases expire, delays hold, cancels end jobs once."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import ApiKey, JobStage
+from models import ApiKey, JobStage, StageAttempt
 from services.apikeys import create_key
-from services.config import get_settings
-from services.errors import FetchFailed
-from services.jobs import create_job, get_job, job_to_dict
-from services.recovery import recover_lost_stages
-from services.stages import (
+from services.contract import (
+    Claim,
     claim_stage,
     complete_stage,
     fail_stage,
+    release_stage,
     renew_lease,
     request_cancel,
     requeue_stage,
 )
+from services.errors import FetchFailed
+from services.jobs import create_job, get_job, job_to_dict
+from services.operations import retry_job
+from tests.clocks import FixedClock
 
 pytestmark = pytest.mark.integration
+
+LEASE = 30
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +45,32 @@ def job_id(sessions: sessionmaker[Session], owner: ApiKey) -> uuid.UUID:
         return job.job.id
 
 
-def claim(sessions: sessionmaker[Session], job_id: uuid.UUID, stage: str = "fetch", worker: str = "w1"):  # type: ignore[no-untyped-def]
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock()
+
+
+def claim(
+    sessions: sessionmaker[Session],
+    clock: FixedClock,
+    job_id: uuid.UUID,
+    stage: str = "fetch",
+    worker: str = "w1",
+) -> Claim | None:
     with sessions.begin() as session:
-        return claim_stage(session, job_id, stage, worker=worker, lease_seconds=30, max_attempts=3)
+        outcome = claim_stage(
+            session, job_id, stage, worker=worker, lease_seconds=LEASE, max_attempts=3, clock=clock
+        )
+    return outcome.claim
+
+
+def refusal(sessions: sessionmaker[Session], clock: FixedClock, job_id: uuid.UUID, stage: str) -> str | None:
+    with sessions.begin() as session:
+        outcome = claim_stage(
+            session, job_id, stage, worker="w9", lease_seconds=LEASE, max_attempts=3, clock=clock
+        )
+    assert outcome.claim is None
+    return outcome.refused
 
 
 def stage_row(sessions: sessionmaker[Session], job_id: uuid.UUID, stage: str) -> JobStage:
@@ -54,77 +80,139 @@ def stage_row(sessions: sessionmaker[Session], job_id: uuid.UUID, stage: str) ->
         ).one()
 
 
-def expire_lease(sessions: sessionmaker[Session], job_id: uuid.UUID, stage: str) -> None:
-    with sessions.begin() as session:
-        session.execute(
-            update(JobStage)
-            .where(JobStage.job_id == job_id, JobStage.name == stage)
-            .values(lease_until=JobStage.lease_until - timedelta(hours=1))
+def job_status(sessions: sessionmaker[Session], job_id: uuid.UUID) -> str:
+    with sessions() as session:
+        job = get_job(session, job_id)
+        assert job is not None
+        return job.status
+
+
+def attempt_outcomes(sessions: sessionmaker[Session], job_id: uuid.UUID, stage: str) -> list[str]:
+    with sessions() as session:
+        return list(
+            session.scalars(
+                select(StageAttempt.outcome)
+                .where(StageAttempt.job_id == job_id, StageAttempt.stage == stage)
+                .order_by(StageAttempt.attempt)
+            )
         )
 
 
 def test_only_one_claim_wins_and_a_pending_stage_cannot_be_claimed(
-    sessions: sessionmaker[Session], job_id: uuid.UUID
+    sessions: sessionmaker[Session], clock: FixedClock, job_id: uuid.UUID
 ) -> None:
-    first = claim(sessions, job_id)
+    first = claim(sessions, clock, job_id)
     assert first is not None and first.attempt == 1
-    assert claim(sessions, job_id, worker="w2") is None  # duplicate delivery while it runs
-    assert claim(sessions, job_id, "transcode") is None  # not reached yet
-    with sessions() as session:
-        job = get_job(session, job_id)
-        assert job is not None and job.status == "running"
+    assert refusal(sessions, clock, job_id, "fetch") == "leased"  # duplicate delivery while it runs
+    assert refusal(sessions, clock, job_id, "transcode") == "not_reached"
+    assert job_status(sessions, job_id) == "running"
+    assert attempt_outcomes(sessions, job_id, "fetch") == ["running"]
 
 
-def test_complete_records_output_and_queues_the_next_stage(
-    sessions: sessionmaker[Session], job_id: uuid.UUID
+def test_complete_records_output_and_queues_the_next_stage_with_a_message(
+    sessions: sessionmaker[Session], clock: FixedClock, job_id: uuid.UUID
 ) -> None:
-    first = claim(sessions, job_id)
+    first = claim(sessions, clock, job_id)
     assert first is not None
     with sessions.begin() as session:
-        assert complete_stage(session, first, {"path": "jobs/x/source"})
-    assert stage_row(sessions, job_id, "fetch").output == {"path": "jobs/x/source"}
-    assert stage_row(sessions, job_id, "transcode").status == "queued"
-    assert claim(sessions, job_id) is None  # finished: a redelivery does nothing
-    assert claim(sessions, job_id, "transcode") is not None
+        done = complete_stage(session, first, {"path": "jobs/x/fetch/1/original"}, clock=clock)
+    assert done.applied and not done.canceled
+    (next_message,) = done.dispatches
+    transcode = stage_row(sessions, job_id, "transcode")
+    assert (transcode.status, transcode.message_id, transcode.sent_at) == (
+        "queued",
+        next_message.message_id,
+        None,
+    )
+    assert next_message.stage == "transcode"
+    assert stage_row(sessions, job_id, "fetch").output == {"path": "jobs/x/fetch/1/original"}
+    assert refusal(sessions, clock, job_id, "fetch") == "finished"  # a redelivery does nothing
+    assert attempt_outcomes(sessions, job_id, "fetch") == ["succeeded"]
 
 
-def test_expired_lease_is_taken_over_and_the_old_owner_loses(
-    sessions: sessionmaker[Session], job_id: uuid.UUID
+def test_a_stale_attempt_changes_nothing_after_a_takeover(
+    sessions: sessionmaker[Session], clock: FixedClock, job_id: uuid.UUID
 ) -> None:
-    first = claim(sessions, job_id, worker="dead")
-    assert first is not None
-    expire_lease(sessions, job_id, "fetch")
-    second = claim(sessions, job_id, worker="alive")
-    assert second is not None and second.attempt == 2
+    stale = claim(sessions, clock, job_id, worker="paused")
+    assert stale is not None
+    clock.advance(LEASE + 1)
+    live = claim(sessions, clock, job_id, worker="alive")
+    assert live is not None and live.attempt == 2
     with sessions.begin() as session:
-        assert not renew_lease(session, first, lease_seconds=30, progress=50)
-        assert not complete_stage(session, first, {"from": "dead"})
-        assert renew_lease(session, second, lease_seconds=30, progress=50)
-        assert complete_stage(session, second, {"from": "alive"})
-    assert stage_row(sessions, job_id, "fetch").output == {"from": "alive"}
-
-
-def test_attempts_are_bounded(sessions: sessionmaker[Session], job_id: uuid.UUID) -> None:
-    for attempt in (1, 2, 3):
-        claimed = claim(sessions, job_id, worker=f"w{attempt}")
-        assert claimed is not None and claimed.attempt == attempt
-        expire_lease(sessions, job_id, "fetch")
-    assert claim(sessions, job_id, worker="w4") is None
-
-
-def test_transient_failure_requeues_and_permanent_failure_fails_the_job(
-    sessions: sessionmaker[Session], job_id: uuid.UUID
-) -> None:
-    first = claim(sessions, job_id)
-    assert first is not None
-    with sessions.begin() as session:
-        assert requeue_stage(session, first, FetchFailed("connection reset"), delay_seconds=0)
+        assert not renew_lease(session, stale, lease_seconds=LEASE, progress=50, clock=clock)
+        assert not requeue_stage(session, stale, FetchFailed("reset"), delay_seconds=0, clock=clock)
+        assert release_stage(session, stale, clock=clock) is None
+        assert not fail_stage(session, stale, "invalid_media", "stale verdict", clock=clock).applied
+        assert not complete_stage(session, stale, {"from": "paused"}, clock=clock).applied
     row = stage_row(sessions, job_id, "fetch")
-    assert (row.status, row.error_code) == ("queued", "fetch_failed")
-    second = claim(sessions, job_id)
-    assert second is not None and second.attempt == 2
+    assert (row.status, row.worker, row.attempts, row.error_code) == ("running", "alive", 2, None)
+    assert job_status(sessions, job_id) == "running"
     with sessions.begin() as session:
-        assert fail_stage(session, job_id, "fetch", "invalid_media", "not a video")
+        assert renew_lease(session, live, lease_seconds=LEASE, progress=50, clock=clock)
+        assert complete_stage(session, live, {"from": "alive"}, clock=clock).applied
+    assert stage_row(sessions, job_id, "fetch").output == {"from": "alive"}
+    # The paused attempt was lost; its late completion is kept as what it was: discarded work.
+    assert attempt_outcomes(sessions, job_id, "fetch") == ["discarded", "succeeded"]
+
+
+def test_a_stale_failure_cannot_fail_a_succeeded_stage(
+    sessions: sessionmaker[Session], clock: FixedClock, job_id: uuid.UUID
+) -> None:
+    stale = claim(sessions, clock, job_id, worker="paused")
+    assert stale is not None
+    clock.advance(LEASE + 1)
+    live = claim(sessions, clock, job_id, worker="alive")
+    assert live is not None
+    with sessions.begin() as session:
+        assert complete_stage(session, live, {"ok": True}, clock=clock).applied
+    with sessions.begin() as session:
+        assert not fail_stage(session, stale, "transcode_failed", "late", clock=clock).applied
+    assert stage_row(sessions, job_id, "fetch").status == "succeeded"
+    assert job_status(sessions, job_id) == "running"
+
+
+def test_attempts_are_bounded_and_an_operator_retry_gives_fresh_ones_with_new_numbers(
+    sessions: sessionmaker[Session], clock: FixedClock, job_id: uuid.UUID
+) -> None:
+    for attempt in (1, 2, 3):
+        claimed = claim(sessions, clock, job_id, worker=f"w{attempt}")
+        assert claimed is not None and claimed.attempt == attempt
+        clock.advance(LEASE + 1)
+    assert refusal(sessions, clock, job_id, "fetch") == "exhausted"
+    with sessions.begin() as session:
+        assert fail_stage(
+            session, Claim(job_id, "fetch", 3, "w3"), "fetch_failed", "gone", clock=clock
+        ).applied
+    with sessions.begin() as session:
+        restart = retry_job(session, job_id)
+    assert restart.stage == "fetch"
+    again = claim(sessions, clock, job_id, worker="w4")
+    assert again is not None and (again.attempt, again.tries) == (4, 1)
+
+
+def test_a_transient_failure_waits_for_its_delay_in_the_database(
+    sessions: sessionmaker[Session], clock: FixedClock, job_id: uuid.UUID
+) -> None:
+    first = claim(sessions, clock, job_id)
+    assert first is not None
+    with sessions.begin() as session:
+        assert requeue_stage(session, first, FetchFailed("connection reset"), delay_seconds=60, clock=clock)
+    row = stage_row(sessions, job_id, "fetch")
+    assert (row.status, row.error_code, row.message_id) == ("queued", "fetch_failed", None)
+    assert refusal(sessions, clock, job_id, "fetch") == "not_due"  # an early message claims nothing
+    clock.advance(61)
+    second = claim(sessions, clock, job_id)
+    assert second is not None and (second.attempt, second.tries) == (2, 2)
+    assert attempt_outcomes(sessions, job_id, "fetch") == ["retrying", "running"]
+
+
+def test_a_permanent_failure_fails_the_job_with_its_code(
+    sessions: sessionmaker[Session], clock: FixedClock, job_id: uuid.UUID
+) -> None:
+    first = claim(sessions, clock, job_id)
+    assert first is not None
+    with sessions.begin() as session:
+        assert fail_stage(session, first, "invalid_media", "not a video", clock=clock).applied
     with sessions() as session:
         job = get_job(session, job_id)
         assert job is not None
@@ -135,54 +223,59 @@ def test_transient_failure_requeues_and_permanent_failure_fails_the_job(
     assert stage_row(sessions, job_id, "notify").status == "skipped"  # no webhook_url
 
 
-def test_sweeper_redispatches_lost_messages_and_dead_workers(
-    sessions: sessionmaker[Session], job_id: uuid.UUID
+def test_release_counts_the_attempt_and_sends_the_stage_again(
+    sessions: sessionmaker[Session], clock: FixedClock, job_id: uuid.UUID
 ) -> None:
-    settings = get_settings()
+    first = claim(sessions, clock, job_id)
+    assert first is not None
     with sessions.begin() as session:
-        # Nobody picked fetch up for longer than the grace period: the message was lost.
-        session.execute(
-            update(JobStage)
-            .where(JobStage.job_id == job_id, JobStage.name == "fetch")
-            .values(available_at=JobStage.available_at - timedelta(hours=1))
-        )
-        recovery = recover_lost_stages(session, settings, set())
-    assert (job_id, "fetch") in [(lost.job_id, lost.stage) for lost in recovery.to_dispatch]
-
-    claimed = claim(sessions, job_id, worker="about-to-die")
-    assert claimed is not None
-    expire_lease(sessions, job_id, "fetch")
-    with sessions.begin() as session:
-        recovery = recover_lost_stages(session, settings, set())
-    assert (job_id, "fetch") in [(lost.job_id, lost.stage) for lost in recovery.to_dispatch]
-    assert stage_row(sessions, job_id, "fetch").status == "queued"
+        released = release_stage(session, first, clock=clock)
+    assert released is not None
+    row = stage_row(sessions, job_id, "fetch")
+    assert (row.status, row.attempts, row.message_id) == ("queued", 1, released.message_id)
+    successor = claim(sessions, clock, job_id, worker="w2")
+    assert successor is not None and successor.attempt == 2
+    assert attempt_outcomes(sessions, job_id, "fetch") == ["released", "running"]
 
 
-def test_sweeper_gives_up_after_the_attempt_limit_with_worker_lost(
-    sessions: sessionmaker[Session], job_id: uuid.UUID
+def test_cancel_of_a_queued_job_ends_it_at_once(
+    sessions: sessionmaker[Session], clock: FixedClock, job_id: uuid.UUID
 ) -> None:
-    settings = get_settings()
-    for attempt in range(settings.stage_max_attempts):
-        assert claim(sessions, job_id, worker=f"w{attempt}") is not None
-        expire_lease(sessions, job_id, "fetch")
-        if attempt + 1 < settings.stage_max_attempts:
-            with sessions.begin() as session:
-                recover_lost_stages(session, settings, set())
     with sessions.begin() as session:
-        recovery = recover_lost_stages(session, settings, set())
-    assert (job_id, "fetch") in [(lost.job_id, lost.stage) for lost in recovery.failed]
-    with sessions() as session:
-        job = get_job(session, job_id)
-        assert job is not None and (job.status, job.error_code) == ("failed", "worker_lost")
-
-
-def test_cancel_of_a_queued_job_ends_it_at_once(sessions: sessionmaker[Session], job_id: uuid.UUID) -> None:
-    with sessions.begin() as session:
-        job = get_job(session, job_id)
-        assert job is not None
-        assert request_cancel(session, job)
-    assert claim(sessions, job_id) is None
-    with sessions() as session:
-        job = get_job(session, job_id)
-        assert job is not None and job.status == "canceled"
+        requested = request_cancel(session, job_id, clock=clock)
+    assert requested.applied and requested.canceled
+    assert refusal(sessions, clock, job_id, "fetch") == "job_ended"
+    assert job_status(sessions, job_id) == "canceled"
     assert [stage_row(sessions, job_id, s).status for s in ("fetch", "transcode")] == ["canceled", "skipped"]
+    with sessions.begin() as session:
+        assert not request_cancel(session, job_id, clock=clock).applied  # it has ended
+
+
+def test_a_stage_finishing_after_a_cancel_ends_the_job_canceled_not_succeeded(
+    sessions: sessionmaker[Session], clock: FixedClock, job_id: uuid.UUID
+) -> None:
+    running = claim(sessions, clock, job_id)
+    assert running is not None
+    with sessions.begin() as session:
+        requested = request_cancel(session, job_id, clock=clock)
+    assert requested.applied and not requested.canceled  # the running stage ends it
+    with sessions.begin() as session:
+        done = complete_stage(session, running, {"late": True}, clock=clock)
+    assert done.canceled and not done.applied
+    assert job_status(sessions, job_id) == "canceled"
+    assert stage_row(sessions, job_id, "fetch").status == "canceled"
+    assert stage_row(sessions, job_id, "transcode").status == "skipped"
+    assert attempt_outcomes(sessions, job_id, "fetch") == ["canceled"]
+
+
+def test_a_claim_refused_by_a_cancel_ends_the_job_whose_worker_died(
+    sessions: sessionmaker[Session], clock: FixedClock, job_id: uuid.UUID
+) -> None:
+    dead = claim(sessions, clock, job_id, worker="dead")
+    assert dead is not None
+    with sessions.begin() as session:
+        assert not request_cancel(session, job_id, clock=clock).canceled  # its lease is still live
+    clock.advance(LEASE + 1)
+    assert refusal(sessions, clock, job_id, "fetch") == "canceled"  # a redelivered message
+    assert job_status(sessions, job_id) == "canceled"
+    assert attempt_outcomes(sessions, job_id, "fetch") == ["canceled"]

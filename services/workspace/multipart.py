@@ -1,34 +1,39 @@
 """Writing one S3 object from a stream of unknown length, in constant memory.
 
-Bytes gather into a part; a full part is sent by a background thread while the next one
-fills, so reading (an HTTP body, a download) and sending overlap. At most IN_FLIGHT parts
-are in memory besides the one filling: a writer that outruns the store waits for it, and
-looks at its stop flag while it waits. A stream that ends within one part is sent as a plain
-PUT at commit. Until the commit nothing is visible under the key: an incomplete multipart
-upload is invisible to readers and listings, and the retention task aborts it if its writer
-was killed.
+Bytes gather into a part, spooled to a file in the writer's scratch folder (not memory: a
+process holds a few parts at once, and a gunicorn worker has no room for them); a full part
+is sent by a background thread, straight from its file, while the next one fills, so reading
+(an HTTP body, a download) and sending overlap. At most IN_FLIGHT parts are on their way:
+a writer that outruns the store waits for it, and looks at its stop flag while it waits. A
+part's file goes once the part is sent. A stream that ends within one part is sent as a
+plain PUT at commit. Until the commit nothing is visible under the key: an incomplete
+multipart upload is invisible to readers and listings, and the retention task aborts it if
+its writer was killed.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import shutil
+import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from services.errors import Canceled, StorageFailed
 from services.storage import MISSING_BUCKET_CODES, STORAGE_ERRORS
 from services.workspace.base import StopCheck, never
-from services.workspace.streams import STOP_POLL_SECONDS
+from services.workspace.streams import STOP_POLL_SECONDS, full_disk_is_transient
 
 PART_BYTES = 8 * 1024 * 1024
+# Parts sent side by side, beside the one filling. More would help a store that scales with
+# connections, but each sending thread keeps buffers (and a malloc arena) of its own.
 IN_FLIGHT = 2
 # S3 allows 10,000 parts. Parts grow every 1,000 (8 MiB, then 16, 32, …), so an object of
 # any size our limits allow fits, and small ones keep small parts.
 PARTS_PER_SIZE = 1000
-
-
 MISSING_KEY_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
@@ -60,6 +65,7 @@ class MultipartWriter:
         name: str,
         key: str,
         *,
+        spool_in: Path,
         should_stop: StopCheck = never,
         describe: str = "the workspace",
     ) -> None:
@@ -67,7 +73,10 @@ class MultipartWriter:
         self.should_stop = should_stop
         self.describe = describe
         self.size = 0
-        self._chunks: list[bytes] = []
+        with full_disk_is_transient("The scratch folder"):
+            spool_in.mkdir(parents=True, exist_ok=True)
+            self._spool = Path(tempfile.mkdtemp(prefix="upload-", dir=spool_in))
+        self._part: IO[bytes] | None = None
         self._gathered = 0
         self._upload_id: str | None = None
         self._parts: list[Future[dict[str, Any]]] = []
@@ -79,7 +88,10 @@ class MultipartWriter:
             raise ValueError("write after commit or abort")
         if not data:
             return
-        self._chunks.append(bytes(data))
+        with full_disk_is_transient("The scratch folder"):
+            if self._part is None:
+                self._part = (self._spool / f"part-{len(self._parts) + 1}").open("wb")
+            self._part.write(data)
         self._gathered += len(data)
         self.size += len(data)
         if self._gathered >= part_size(len(self._parts) + 1):
@@ -90,9 +102,8 @@ class MultipartWriter:
             raise ValueError("commit after commit or abort")
         try:
             if self._upload_id is None:
-                body = b"".join(self._chunks)
-                self._chunks, self._gathered = [], 0
-                self._call("put_object", Bucket=self.bucket, Key=self.name, Body=body)
+                with self._last_part() as body:
+                    self._call("put_object", Bucket=self.bucket, Key=self.name, Body=body)
             else:
                 if self._gathered:
                     self._send_part()
@@ -136,12 +147,27 @@ class MultipartWriter:
 
     def _finish(self) -> None:
         self._done = True
-        self._chunks, self._gathered = [], 0
+        if self._part is not None:
+            self._part.close()
+            self._part = None
         if self._pool is not None:
             # A part still on its way (a slow link) must not hold up a stop: it fails or lands
             # in an upload that is aborted, invisible either way.
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        # A part still being read keeps its file open: unlinked, it goes when it is closed.
+        shutil.rmtree(self._spool, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _last_part(self) -> Any:
+        """The bytes gathered so far as a readable body (empty when nothing was written)."""
+        if self._part is None:
+            yield b""
+            return
+        self._part.close()
+        path, self._part, self._gathered = Path(self._part.name), None, 0
+        with path.open("rb") as body:
+            yield body
 
     def _call(self, operation: str, **params: Any) -> Any:
         try:
@@ -150,8 +176,9 @@ class MultipartWriter:
             raise storage_failed(exc, f"Writing {self.key} to {self.describe}", self.bucket) from exc
 
     def _send_part(self) -> None:
-        body = b"".join(self._chunks)
-        self._chunks, self._gathered = [], 0
+        assert self._part is not None
+        self._part.close()
+        path, self._part, self._gathered = Path(self._part.name), None, 0
         if self._upload_id is None:
             started = self._call("create_multipart_upload", Bucket=self.bucket, Key=self.name)
             self._upload_id = str(started["UploadId"])
@@ -159,17 +186,19 @@ class MultipartWriter:
         assert self._pool is not None
         self._wait_for_room()
         number = len(self._parts) + 1
-        self._parts.append(self._pool.submit(self._upload_part, number, body))
+        self._parts.append(self._pool.submit(self._upload_part, number, path))
 
-    def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
-        answer = self._call(
-            "upload_part",
-            Bucket=self.bucket,
-            Key=self.name,
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=body,
-        )
+    def _upload_part(self, number: int, path: Path) -> dict[str, Any]:
+        with path.open("rb") as body:
+            answer = self._call(
+                "upload_part",
+                Bucket=self.bucket,
+                Key=self.name,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=body,
+            )
+        path.unlink(missing_ok=True)
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
     def _wait_for_room(self) -> None:

@@ -15,6 +15,7 @@ from services.storage import STORAGE_ERRORS, make_s3_client
 from services.workspace.base import IncompleteUpload, StopCheck, StoredObject, never
 from services.workspace.keys import JOBS, check_key, folders_of, job_of
 from services.workspace.multipart import PART_BYTES, MultipartWriter, storage_failed
+from services.workspace.scratch import Scratch
 from services.workspace.streams import full_disk_is_transient, stoppable
 
 # One GET per range: a failure costs at most this much again, and memory stays flat.
@@ -27,10 +28,12 @@ SINGLE_COPY_LIMIT = 5 * 1024**3
 
 
 class S3Workspace:
-    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+    def __init__(self, client: Any, bucket: str, prefix: str = "", scratch: Scratch | None = None) -> None:
         self.client, self.bucket = client, bucket
         self.base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.base}"
+        # Where writers spool their parts: this process's own scratch.
+        self.scratch = scratch or Scratch()
 
     @classmethod
     def from_settings(
@@ -42,7 +45,7 @@ class S3Workspace:
         client = make_s3_client(
             settings, endpoint_url=endpoint, extra_checksums=False, timeout=timeout, attempts=attempts
         )
-        return cls(client, bucket, prefix)
+        return cls(client, bucket, prefix, Scratch(settings.scratch_dir))
 
     def _name(self, key: str) -> str:
         return self.base + check_key(key)
@@ -61,7 +64,13 @@ class S3Workspace:
 
     def open_writer(self, key: str, *, should_stop: StopCheck = never) -> MultipartWriter:
         return MultipartWriter(
-            self.client, self.bucket, self._name(key), key, should_stop=should_stop, describe=self.url
+            self.client,
+            self.bucket,
+            self._name(key),
+            key,
+            spool_in=self.scratch.root,
+            should_stop=should_stop,
+            describe=self.url,
         )
 
     def put_file(self, path: Path, key: str, *, should_stop: StopCheck = never) -> None:

@@ -18,6 +18,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import runpy
 import secrets
 import shutil
@@ -39,22 +40,43 @@ import psutil
 import psycopg
 import redis
 import requests
+from celery import Celery
 
 from scripts.s3server import free_s3_port, start_weed, stop_weed
 from services.analysis import analyze_local
 from services.analyzers import smallest_picture
+from services.broker import EPOCH_KEY, SENT_LOG_KEY
 from services.config import get_settings
 from services.ffmpeg import build_hls_command, run_ffmpeg
 from services.hls import storyboard_plan_for
 from services.ladder import plan_ladder
 from services.probe import probe
+from services.storage import ensure_bucket, make_s3_client
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_DSN = "host=127.0.0.1 user=postgres dbname=postgres"
-# The concurrency of each queue's worker in the Procfile, so the bench runs what `make run` runs.
-QUEUE_CONCURRENCY = {"fetch": 2, "video": 1, "upload": 2, "analyze": 1, "notify": 2}
+# The concurrency of each queue's worker in the Procfile, so the bench runs what `make run` runs;
+# the maintenance worker also runs beat (the sweeper sends what a failed send left behind).
+QUEUE_CONCURRENCY = {"fetch": 2, "video": 1, "upload": 2, "analyze": 1, "notify": 2, "maintenance": 1}
 # Counted in Redis like any limit, but never reached: the benches measure capacity, not policy.
 UNREACHABLE_RATE_LIMIT = "100000000/minute"
+WORKSPACE_BUCKET = "conveyor-bench-work"
+# Keys a finished run leaves in its Redis database besides kombu's bindings (the send log).
+LEFT_BY_A_FINISHED_RUN = frozenset({SENT_LOG_KEY.encode(), EPOCH_KEY.encode()})
+METRIC = re.compile(r"^(SeaweedFS_s3_\w+)\{([^}]*)\} ([0-9.e+]+)$")
+LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass
+class Traffic:
+    """Bytes that crossed the S3 API for one bucket, and its server-side copies."""
+
+    received: float = 0.0
+    sent: float = 0.0
+    copies: float = 0.0
+
+    def since(self, before: Traffic) -> Traffic:
+        return Traffic(self.received - before.received, self.sent - before.sent, self.copies - before.copies)
 
 
 def wait_until(condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str) -> Any:
@@ -74,11 +96,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def idle_redis_db() -> int:
+def idle_redis_db(exclude: frozenset[int] | set[int] = frozenset()) -> int:
     """A Redis database number nobody is using: not 0 (`make run`'s), not one a live pytest
-    session took (tests/conftest.py uses 1 + pid % 15), and holding nothing but the exchange
-    bindings kombu leaves behind (no queued or unacknowledged message, no rate-limit count)."""
-    taken = {0}
+    session took (tests/conftest.py uses 1 + pid % 15), not one in `exclude` (taken already),
+    and holding nothing but what a finished run leaves behind: kombu's exchange bindings and the
+    send log's bookkeeping (no queued or unacknowledged message, no rate-limit count)."""
+    taken = {0, *exclude}
     for process in psutil.process_iter(["cmdline"]):
         if any("pytest" in part for part in process.info["cmdline"] or ()):
             taken.add(1 + process.pid % 15)
@@ -86,7 +109,7 @@ def idle_redis_db() -> int:
         if number in taken:
             continue
         keys = redis.Redis(db=number).scan_iter(count=1000)
-        if all(key.startswith(b"_kombu.binding") for key in keys):
+        if all(key.startswith(b"_kombu.binding") or key in LEFT_BY_A_FINISHED_RUN for key in keys):
             return number
     raise RuntimeError("no idle Redis database among 1-15; pass --redis-db")
 
@@ -130,9 +153,12 @@ class Stack:
     root: Path = field(init=False)
     database: str = field(init=False)
     s3_port: int = field(init=False)
+    metrics_port: int = field(init=False)
     api: ServiceProcess | None = field(init=False, default=None)
     api_url: str = field(init=False, default="")
+    apis: list[ServiceProcess] = field(init=False, default_factory=list)
     workers: dict[str, ServiceProcess] = field(init=False, default_factory=dict)
+    redis_urls: set[str] = field(init=False, default_factory=set)
     _weed: subprocess.Popen[bytes] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -140,12 +166,14 @@ class Stack:
         self.database = f"conveyor_bench_{os.getpid()}"
         self.redis_db = self.redis_db if self.redis_db is not None else idle_redis_db()
         self.s3_port = free_s3_port(start_offset=5000)
+        self.metrics_port = free_port()
         secret = base64.b64encode(secrets.token_bytes(24)).decode()
         os.environ.update(
             {
                 "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.database}",
                 "REDIS_URL": f"redis://127.0.0.1:6379/{self.redis_db}",
-                "WORKSPACE_URL": f"file://{self.root}/work",
+                # As make run: the workspace is a bucket of its own (file_workspace_url for one host).
+                "WORKSPACE_URL": f"s3://{WORKSPACE_BUCKET}/work",
                 "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
                 "S3_BUCKET": "conveyor-bench",
                 "S3_PREFIX": "hls",
@@ -162,6 +190,11 @@ class Stack:
             | self.overrides
         )
         get_settings.cache_clear()
+        self.redis_urls.add(os.environ["REDIS_URL"])
+
+    @property
+    def file_workspace_url(self) -> str:
+        return f"file://{self.root}/work"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -175,8 +208,12 @@ class Stack:
                 s3_port=self.s3_port,
                 access_key=os.environ["AWS_ACCESS_KEY_ID"],
                 secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-                buckets=[os.environ["S3_BUCKET"]],
+                metrics_port=self.metrics_port,
             )
+            client = make_s3_client(get_settings())
+            for bucket in (os.environ["S3_BUCKET"], WORKSPACE_BUCKET):
+                ensure_bucket(client, bucket)
+            (self.root / "work").mkdir()
         except BaseException:
             self.close()
             raise
@@ -194,8 +231,9 @@ class Stack:
         self.stop_api()
         if self._weed is not None:
             stop_weed(self._weed)
-        with contextlib.suppress(Exception):
-            self.purge_queues()
+        for url in self.redis_urls:
+            with contextlib.suppress(Exception):
+                self.purge_queues(url)
         with contextlib.suppress(Exception):
             from tasks.runtime import engine
 
@@ -215,7 +253,7 @@ class Stack:
         config.attributes["configure_logger"] = False
         command.upgrade(config, "head")
 
-    def _spawn(self, name: str, args: list[str]) -> ServiceProcess:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
         log_path = self.root / f"{name}.log"
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
@@ -225,23 +263,24 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=dict(os.environ),
+                env=dict(os.environ) | (env or {}),
             )
         return ServiceProcess(name, proc, log_path)
 
     # -- the API -------------------------------------------------------------------------------
 
-    def start_api(self) -> str:
-        """gunicorn as `make run` starts it (gunicorn.conf.py), returned once every worker runs."""
-        self.stop_api()
+    def start_api(self, env: dict[str, str] | None = None, name: str = "api") -> str:
+        """gunicorn as `make run` starts it (gunicorn.conf.py), returned once every worker runs.
+        The first one started is `api`/`api_url`; `env` overrides settings for this one alone."""
         port = free_port()
         args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"]
-        self.api = self._spawn("api", [*args, "api:create_app()"])
+        api = self._spawn(name, [*args, "api:create_app()"], env)
+        self.apis.append(api)
         url = f"http://127.0.0.1:{port}"
 
         def answers() -> bool:
-            if self.api is not None and self.api.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{self.api.log_tail()}")
+            if api.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{api.log_tail()}")
             with contextlib.suppress(requests.RequestException):
                 return requests.get(f"{url}/livez", timeout=1).ok
             return False
@@ -251,17 +290,17 @@ class Stack:
         # the other one.
         expected = int(runpy.run_path(str(REPO / "gunicorn.conf.py"))["workers"])
         wait_until(
-            lambda: self.api is not None and len(self.api.python_children()) >= expected,
-            timeout=30,
-            what=f"{expected} gunicorn workers",
+            lambda: len(api.python_children()) >= expected, timeout=30, what=f"{expected} gunicorn workers"
         )
-        self.api_url = url
+        if self.api is None:
+            self.api, self.api_url = api, url
         return url
 
     def stop_api(self) -> None:
-        if self.api is not None:
-            self.api.stop()
-            self.api = None
+        for api in self.apis:
+            api.stop()
+        self.apis.clear()
+        self.api, self.api_url = None, ""
 
     def create_key(self, name: str = "bench") -> str:
         from models import make_engine, make_session_factory
@@ -277,33 +316,72 @@ class Stack:
 
     # -- workers -------------------------------------------------------------------------------
 
-    def start_workers(self, queues: tuple[str, ...] = tuple(QUEUE_CONCURRENCY)) -> None:
-        """One `celery -A tasks worker -Q <queue>` per queue, returned once each answers a ping."""
+    def start_workers(
+        self,
+        queues: tuple[str, ...] = tuple(QUEUE_CONCURRENCY),
+        env: dict[str, str] | None = None,
+        tag: str = "",
+    ) -> None:
+        """One `celery -A tasks worker -Q <queue>` per queue, returned once each answers a ping;
+        `env` overrides settings for these alone (a set with another REDIS_URL is a deployment
+        of its own), `tag` tells their names apart."""
         from tasks import app
 
         host = os.uname().nodename
+        broker = (env or {}).get("REDIS_URL", os.environ["REDIS_URL"])
+        self.redis_urls.add(broker)
+        started = {}
         for queue in queues:
-            node = f"{queue}-bench{os.getpid()}@{host}"
+            node = f"{queue}{tag}-bench{os.getpid()}@{host}"
             args = [
                 sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue, "-n", node,
                 "--concurrency", str(QUEUE_CONCURRENCY[queue]), "-E", "--loglevel", "INFO",
             ]  # fmt: skip
-            self.workers[queue] = self._spawn(f"worker-{queue}", args)
-        for queue, worker in self.workers.items():
-            node = f"{queue}-bench{os.getpid()}@{host}"
+            if queue == "maintenance":
+                args += ["--beat", "--schedule", str(self.root / f"beat{tag}")]
+            started[node] = self.workers[f"{queue}{tag}"] = self._spawn(f"worker-{queue}{tag}", args, env)
+        # Celery's control messages go out through its app's own broker whatever connection is
+        # given, so workers on another Redis database are asked through an app of their own.
+        control = (
+            app.control
+            if broker == app.conf.broker_url
+            else Celery(broker=broker, set_as_current=False).control
+        )
+        for node, worker in started.items():
 
             def answers(worker: ServiceProcess = worker, node: str = node) -> bool:
                 if worker.proc.poll() is not None:
                     raise RuntimeError(f"worker {worker.name} exited:\n{worker.log_tail()}")
-                return bool(app.control.ping(destination=[node], timeout=0.5))
+                return bool(control.ping(destination=[node], timeout=0.5))
 
-            wait_until(answers, timeout=90, what=f"worker {queue} to answer a ping")
+            wait_until(answers, timeout=90, what=f"worker {node} to answer a ping")
 
-    def purge_queues(self) -> int:
-        """Drop every message waiting in this stack's Redis database (its own number)."""
+    def purge_queues(self, broker: str | None = None) -> int:
+        """Drop every message waiting in one of this stack's Redis databases (its own numbers)."""
         from tasks import app
 
-        return int(app.control.purge())
+        with app.connection_for_write(broker or os.environ["REDIS_URL"]) as connection:
+            return int(app.control.purge(connection=connection))
+
+    def bucket_traffic(self) -> dict[str, Traffic]:
+        """Bytes the S3 server received and sent for each bucket so far, and its server-side
+        copies (SeaweedFS's own counters: what crossed the S3 API, not what it stored)."""
+        text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        traffic: dict[str, Traffic] = {}
+        for line in text.splitlines():
+            match = METRIC.match(line)
+            if match is None:
+                continue
+            name, labels, value = match.groups()
+            bucket = dict(LABEL.findall(labels)).get("bucket", "")
+            seen = traffic.setdefault(bucket, Traffic())
+            if name == "SeaweedFS_s3_bucket_traffic_received_bytes_total":
+                seen.received += float(value)
+            elif name == "SeaweedFS_s3_bucket_traffic_sent_bytes_total":
+                seen.sent += float(value)
+            elif name == "SeaweedFS_s3_request_total" and dict(LABEL.findall(labels)).get("type") == "COPY":
+                seen.copies += float(value)
+        return traffic
 
     # -- reading the truth ---------------------------------------------------------------------
 

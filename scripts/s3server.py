@@ -148,6 +148,7 @@ def start_weed(
     port_offset: int | None = None,
     buckets: Iterable[str] = (),
     timeout: float = 30.0,
+    metrics_port: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `weed mini` on 127.0.0.1 and return once its S3 gateway answers on `s3_port`.
 
@@ -180,6 +181,10 @@ def start_weed(
         *_DISABLED,
         *_AS_S3,
     ]
+    if metrics_port is not None:
+        # Prometheus metrics, among them bytes received and sent per bucket (the benchmarks'
+        # measure of what a job moves).
+        command.append(f"-metricsPort={metrics_port}")
     bucket_list = ",".join(buckets)
     if bucket_list:
         command.append(f"-bucket={bucket_list}")

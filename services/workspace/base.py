@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 StopCheck = Callable[[], bool]
 
@@ -53,6 +53,29 @@ class ObjectWriter(Protocol):
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None: ...
+
+
+class CommitOnExit:
+    """An ObjectWriter's `with` block: committed when it ends cleanly, aborted when it raises."""
+
+    _done: bool
+
+    def commit(self) -> int:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if error is not None:
+            self.abort()
+        elif not self._done:
+            self.commit()
 
 
 class Workspace(Protocol):

@@ -13,11 +13,10 @@ import shutil
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from services.errors import StorageFailed
-from services.workspace.base import IncompleteUpload, StopCheck, StoredObject, never
+from services.workspace.base import CommitOnExit, IncompleteUpload, StopCheck, StoredObject, never
 from services.workspace.keys import JOBS, check_key
 from services.workspace.streams import full_disk_is_transient
 
@@ -26,7 +25,7 @@ INCOMPLETE = ".incomplete"
 _SLASH = "~"
 
 
-class FileWriter:
+class FileWriter(CommitOnExit):
     def __init__(self, incoming: Path, target: Path, key: str, should_stop: StopCheck) -> None:
         self.key, self.size = key, 0
         self._incoming, self._target = incoming, target
@@ -67,17 +66,6 @@ class FileWriter:
             self._file.close()
             self._file = None
         self._incoming.unlink(missing_ok=True)
-
-    def __enter__(self) -> FileWriter:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if error is not None:
-            self.abort()
-        elif not self._done:
-            self.commit()
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:

@@ -19,12 +19,11 @@ import shutil
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from services.errors import Canceled, StorageFailed
 from services.storage import MISSING_BUCKET_CODES, STORAGE_ERRORS
-from services.workspace.base import StopCheck, never
+from services.workspace.base import CommitOnExit, StopCheck, never
 from services.workspace.streams import STOP_POLL_SECONDS, full_disk_is_transient
 
 PART_BYTES = 8 * 1024 * 1024
@@ -57,7 +56,7 @@ def part_size(number: int) -> int:
     return int(PART_BYTES * 2 ** ((number - 1) // PARTS_PER_SIZE))
 
 
-class MultipartWriter:
+class MultipartWriter(CommitOnExit):
     def __init__(
         self,
         client: Any,
@@ -131,17 +130,6 @@ class MultipartWriter:
                 self.client.abort_multipart_upload(
                     Bucket=self.bucket, Key=self.name, UploadId=self._upload_id
                 )
-
-    def __enter__(self) -> MultipartWriter:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if error is not None:
-            self.abort()
-        elif not self._done:
-            self.commit()
 
     # -- internals -----------------------------------------------------------------------------
 

@@ -12,9 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import m3u8
 import psycopg
@@ -33,7 +31,7 @@ from tests.fixtures import (
     stop_worker,
     wait_until,
 )
-from tests.local_http import running
+from tests.local_http import serving_bytes
 from tests.media import make_clip
 
 pytestmark = pytest.mark.integration
@@ -121,21 +119,8 @@ def isolated_hosts(worker_pool: WorkerPool) -> Iterator[tuple[IsolatedApi, list[
 def source_url(tmp_path: Path) -> Iterator[str]:
     """A URL source served by this process, from a file no other process can see."""
     clip = make_clip(tmp_path / "remote.mp4", width=640, height=360, seconds=2)
-    body = clip.read_bytes()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "video/mp4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: Any) -> None:
-            return
-
-    with running(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
-        yield f"http://127.0.0.1:{server.server_address[1]}/remote.mp4"
+    with serving_bytes(clip.read_bytes(), "remote.mp4") as url:
+        yield url
 
 
 def stage_workers(job_id: str) -> dict[str, str]:

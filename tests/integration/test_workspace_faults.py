@@ -8,7 +8,6 @@ from __future__ import annotations
 import subprocess
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from services.workspace.keys import stage_prefix
 from services.workspace.streams import full_disk_is_transient
 from tests.conftest import TEST_DB, TEST_ROOT
 from tests.fixtures import ApiClient, WorkerPool, start_worker, stop_worker
-from tests.local_http import running
+from tests.local_http import serving_bytes
 from tests.media import make_clip
 
 pytestmark = pytest.mark.integration
@@ -35,22 +34,9 @@ ATTEMPTS = 2
 def source_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A 2 s clip of a few hundred kB over HTTP: a URL job's fetch writes it to scratch and
     to the workspace."""
-    body = make_clip(
-        tmp_path_factory.mktemp("faults") / "clip.mp4", width=640, height=360, seconds=2
-    ).read_bytes()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: Any) -> None:
-            return
-
-    with running(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
-        yield f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
+    clip = make_clip(tmp_path_factory.mktemp("faults") / "clip.mp4", width=640, height=360, seconds=2)
+    with serving_bytes(clip.read_bytes(), "clip.mp4") as url:
+        yield url
 
 
 def retries(job_id: str) -> list[str]:
@@ -95,22 +81,26 @@ def fails_transiently_with(
     return job
 
 
-def test_a_missing_workspace_bucket_is_transient_storage_failed(
-    client: ApiClient, worker_pool: WorkerPool, source_url: str
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        pytest.param(
+            {"WORKSPACE_URL": "s3://no-such-workspace/work"},
+            "'no-such-workspace' does not exist",
+            id="bucket-missing",
+        ),
+        pytest.param(
+            {"WORKSPACE_S3_ENDPOINT_URL": "http://127.0.0.1:9"},
+            "EndpointConnectionError",
+            id="store-unreachable",
+        ),
+    ],
+)
+def test_a_workspace_that_is_not_there_is_transient_storage_failed(
+    client: ApiClient, worker_pool: WorkerPool, source_url: str, env: dict[str, str], says: str
 ) -> None:
-    job = fails_transiently_with(
-        "storage_failed", client, worker_pool, source_url, {"WORKSPACE_URL": "s3://no-such-workspace/work"}
-    )
-    assert "'no-such-workspace' does not exist" in job["error"]["message"]
-
-
-def test_an_unreachable_workspace_is_transient_storage_failed(
-    client: ApiClient, worker_pool: WorkerPool, source_url: str
-) -> None:
-    job = fails_transiently_with(
-        "storage_failed", client, worker_pool, source_url, {"WORKSPACE_S3_ENDPOINT_URL": "http://127.0.0.1:9"}
-    )
-    assert "EndpointConnectionError" in job["error"]["message"]
+    job = fails_transiently_with("storage_failed", client, worker_pool, source_url, env)
+    assert says in job["error"]["message"]
 
 
 def test_a_full_scratch_disk_is_transient_disk_full_and_leaves_nothing(

@@ -36,7 +36,6 @@ import requests
 from bench.harness import (
     WORKSPACE_BUCKET,
     Stack,
-    Traffic,
     WebhookReceiver,
     bare_analysis,
     bare_transcode,
@@ -45,6 +44,7 @@ from bench.harness import (
     wait_until,
 )
 from bench.report import Figure, at_most, context, report
+from bench.traffic import Traffic
 from services.config import get_settings
 
 RATIO_TARGET = 1.10

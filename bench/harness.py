@@ -18,7 +18,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import runpy
 import secrets
 import shutil
@@ -42,6 +41,7 @@ import redis
 import requests
 from celery import Celery
 
+from bench.traffic import Traffic, bucket_traffic
 from scripts.s3server import free_s3_port, start_weed, stop_weed
 from services.analysis import analyze_local
 from services.analyzers import smallest_picture
@@ -63,20 +63,6 @@ UNREACHABLE_RATE_LIMIT = "100000000/minute"
 WORKSPACE_BUCKET = "conveyor-bench-work"
 # Keys a finished run leaves in its Redis database besides kombu's bindings (the send log).
 LEFT_BY_A_FINISHED_RUN = frozenset({SENT_LOG_KEY.encode(), EPOCH_KEY.encode()})
-METRIC = re.compile(r"^(SeaweedFS_s3_\w+)\{([^}]*)\} ([0-9.e+]+)$")
-LABEL = re.compile(r'(\w+)="([^"]*)"')
-
-
-@dataclass
-class Traffic:
-    """Bytes that crossed the S3 API for one bucket, and its server-side copies."""
-
-    received: float = 0.0
-    sent: float = 0.0
-    copies: float = 0.0
-
-    def since(self, before: Traffic) -> Traffic:
-        return Traffic(self.received - before.received, self.sent - before.sent, self.copies - before.copies)
 
 
 def wait_until(condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str) -> Any:
@@ -364,24 +350,8 @@ class Stack:
             return int(app.control.purge(connection=connection))
 
     def bucket_traffic(self) -> dict[str, Traffic]:
-        """Bytes the S3 server received and sent for each bucket so far, and its server-side
-        copies (SeaweedFS's own counters: what crossed the S3 API, not what it stored)."""
-        text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
-        traffic: dict[str, Traffic] = {}
-        for line in text.splitlines():
-            match = METRIC.match(line)
-            if match is None:
-                continue
-            name, labels, value = match.groups()
-            bucket = dict(LABEL.findall(labels)).get("bucket", "")
-            seen = traffic.setdefault(bucket, Traffic())
-            if name == "SeaweedFS_s3_bucket_traffic_received_bytes_total":
-                seen.received += float(value)
-            elif name == "SeaweedFS_s3_bucket_traffic_sent_bytes_total":
-                seen.sent += float(value)
-            elif name == "SeaweedFS_s3_request_total" and dict(LABEL.findall(labels)).get("type") == "COPY":
-                seen.copies += float(value)
-        return traffic
+        """Bytes the S3 server received and sent for each bucket so far, and its copies."""
+        return bucket_traffic(f"http://127.0.0.1:{self.metrics_port}/metrics")
 
     # -- reading the truth ---------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from celeryconfig import QUEUES
+from celeryconfig import MAINTENANCE_QUEUE, QUEUES
 from services.config import Settings
 from services.workspace import S3Workspace, open_workspace
 
@@ -29,6 +29,7 @@ REQUIRED_APP_SETTINGS = {
 }
 APP_SERVICES = (
     "api",
+    "maintenance-worker",
     "fetch-worker",
     "video-worker",
     "upload-worker",
@@ -61,7 +62,7 @@ def test_every_queue_has_exactly_one_worker_service(compose: dict[str, Any]) -> 
         queues = service.get("environment", {}).get("QUEUES")
         if queues and "command" not in service:
             served[name] = queues.split(",")
-    assert sorted(q for qs in served.values() for q in qs) == sorted(QUEUES)
+    assert sorted(q for qs in served.values() for q in qs) == sorted((*QUEUES, MAINTENANCE_QUEUE))
     assert served["video-worker"] == ["video"]
     assert compose["services"]["video-worker"]["deploy"]["replicas"] >= 1
 

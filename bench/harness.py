@@ -349,6 +349,10 @@ class Stack:
         with app.connection_for_write(broker or os.environ["REDIS_URL"]) as connection:
             return int(app.control.purge(connection=connection))
 
+    def s3_server_pid(self) -> int:
+        assert self._weed is not None
+        return self._weed.pid
+
     def bucket_traffic(self) -> dict[str, Traffic]:
         """Bytes the S3 server received and sent for each bucket so far, and its copies."""
         return bucket_traffic(f"http://127.0.0.1:{self.metrics_port}/metrics")

@@ -28,6 +28,7 @@ separate interpreter). Target: peak RSS < 150 MB for both processes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import struct
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
 from bench.harness import PeakMemory, Stack, make_clip, wait_until
@@ -153,13 +155,26 @@ class Upload:
     seconds: float
     mbps: float
     peak_mib: float
+    api_cpu_seconds: float  # of the API's gunicorn workers, user + system
+    store_cpu_seconds: float  # of the S3 server (SeaweedFS), likewise
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def upload(
-    stack: Stack, api_url: str, auth: dict[str, str], head: bytes, total: int, pids: list[int]
+    stack: Stack, api_url: str, auth: dict[str, str], head: bytes, total: int, pids: list[int], store: int
 ) -> Upload:
-    """One 2 GB upload to `api_url`, with the peak RSS of that API's gunicorn workers."""
+    """One 2 GB upload to `api_url`, with the peak RSS of that API's gunicorn workers and the
+    CPU it and the S3 server (`store`) spent."""
     body = MultipartBody(head, total, "big.mp4")
+    cpu_before, store_before = cpu_seconds(pids), cpu_seconds([store])
     with PeakMemory(lambda: {"api": pids}) as peak:
         started = time.perf_counter()
         try:
@@ -175,7 +190,14 @@ def upload(
         seconds = time.perf_counter() - started
     if any("WORKER TIMEOUT" in api.log_tail(200_000) for api in stack.apis):
         outcome += "; gunicorn killed its worker (WORKER TIMEOUT, default --timeout 30 s)"
-    return Upload(outcome, seconds, total / MB / seconds, peak.peaks.get("api", 0.0))
+    return Upload(
+        outcome,
+        seconds,
+        total / MB / seconds,
+        peak.peaks.get("api", 0.0),
+        cpu_seconds(pids) - cpu_before,
+        cpu_seconds([store]) - store_before,
+    )
 
 
 def idle_rss(pids: list[int]) -> float:
@@ -204,13 +226,14 @@ def main() -> None:
         api_pids = {api.proc.pid: api.python_children() for api in stack.apis}
         fetch_pids = stack.workers["fetch"].python_children()
         api_idle = max(idle_rss(pids) for pids in api_pids.values())
+        store = stack.s3_server_pid()
         fetch_idle = idle_rss(fetch_pids)
 
         disk_mbps = disk_baseline(head, total, stack.root / "work" / "baseline.bin")
         uploads: dict[str, Upload] = {}
         for name, api in zip(apis, stack.apis, strict=True):
             print(f"upload: {total / MB:.0f} MB to POST /api/v1/uploads, {name} workspace…", flush=True)
-            done = uploads[name] = upload(stack, apis[name], auth, head, total, api_pids[api.proc.pid])
+            done = uploads[name] = upload(stack, apis[name], auth, head, total, api_pids[api.proc.pid], store)
             print(f"  {done.outcome} after {done.seconds:.1f} s ({done.mbps:.0f} MB/s)", flush=True)
 
         print(f"fetch: {total / MB:.0f} MB URL source through the fetch stage…", flush=True)
@@ -262,6 +285,14 @@ def main() -> None:
             UPLOAD_RATIO_TARGET,
         ),
         context("upload: write to a local file (baseline)", disk_mbps, "MB/s"),
+        context("upload, s3 workspace: API CPU per GB", s3.api_cpu_seconds / (total / 1e9), "s"),
+        context("upload, file workspace: API CPU per GB", folder.api_cpu_seconds / (total / 1e9), "s"),
+        context("upload, s3 workspace: S3 server CPU per GB", s3.store_cpu_seconds / (total / 1e9), "s"),
+        context(
+            "upload: MB/s the API's own CPU allows, s3 / file",
+            folder.api_cpu_seconds / s3.api_cpu_seconds,
+            "ratio",
+        ),
         context("fetch: worker pool process RSS idle", fetch_idle * mib_to_mb, "MB"),
         below("fetch: worker pool process peak RSS", fetch_mb, "MB", RSS_TARGET_MB),
         context("fetch: stage MB/s", fetch_mbps, "MB/s"),
@@ -277,6 +308,8 @@ def main() -> None:
         + (f" ({fetch_error})" if fetch_error else "")
         + "; it streams into the s3 workspace and its scratch at once",
         "peak = max of VmHWM (reset before each transfer) and VmRSS sampled every 50 ms; MB = 10^6 bytes",
+        "the embedded S3 server (SeaweedFS) shares the two cores: its own CPU per GB received bounds the s3"
+        " figure here; the API's CPU per GB says what the API alone would sustain beside a store elsewhere",
     ]
     title = f"bench/upload_memory.py: peak memory while {total / 1e9:g} GB streams through"
     report(title, notes, figures, args.results)

@@ -51,6 +51,25 @@ def storage_failed(
     return StorageFailed(f"{doing} failed ({code}): {exc}")
 
 
+class PartBody:
+    """A part's file as an upload body, read a mebibyte at a time whatever size is asked: the
+    HTTP client asks for 16 kB per read, and 64 times fewer reads are CPU the API keeps."""
+
+    READ_BYTES = 1024 * 1024
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+
+    def read(self, size: int = -1) -> bytes:
+        return self.file.read(size if size is None or size < 0 else max(size, self.READ_BYTES))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+
 def part_size(number: int) -> int:
     """The size part `number` (from 1) is sent at, once that many bytes have gathered."""
     return int(PART_BYTES * 2 ** ((number - 1) // PARTS_PER_SIZE))
@@ -184,7 +203,7 @@ class MultipartWriter(CommitOnExit):
                 Key=self.name,
                 UploadId=self._upload_id,
                 PartNumber=number,
-                Body=body,
+                Body=PartBody(body),
             )
         path.unlink(missing_ok=True)
         return {"PartNumber": number, "ETag": answer["ETag"]}

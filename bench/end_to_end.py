@@ -39,7 +39,6 @@ from bench.harness import (
     WebhookReceiver,
     bare_analysis,
     bare_transcode,
-    idle_redis_db,
     make_clip,
     wait_until,
 )
@@ -200,7 +199,7 @@ def main() -> None:
         # the other deployment's messages (nor the other way round).
         folder_env = {
             "WORKSPACE_URL": stack.file_workspace_url,
-            "REDIS_URL": f"redis://127.0.0.1:6379/{idle_redis_db(exclude={stack.redis_db or 0})}",
+            "REDIS_URL": stack.another_redis_url(),
         }
         deployments = [
             Deployment("s3", stack.start_api()),

@@ -61,6 +61,8 @@ QUEUE_CONCURRENCY = {"fetch": 2, "video": 1, "upload": 2, "analyze": 1, "notify"
 # Counted in Redis like any limit, but never reached: the benches measure capacity, not policy.
 UNREACHABLE_RATE_LIMIT = "100000000/minute"
 WORKSPACE_BUCKET = "conveyor-bench-work"
+# How a test session (tests/conftest.py) or a bench marks a Redis database as its own.
+OWNER_KEY = "conveyor:test-session-pid"
 # Keys a finished run leaves in its Redis database besides kombu's bindings (the send log).
 LEFT_BY_A_FINISHED_RUN = frozenset({SENT_LOG_KEY.encode(), EPOCH_KEY.encode()})
 
@@ -82,22 +84,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def idle_redis_db(exclude: frozenset[int] | set[int] = frozenset()) -> int:
-    """A Redis database number nobody is using: not 0 (`make run`'s), not one a live pytest
-    session took (tests/conftest.py uses 1 + pid % 15), not one in `exclude` (taken already),
-    and holding nothing but what a finished run leaves behind: kombu's exchange bindings and the
-    send log's bookkeeping (no queued or unacknowledged message, no rate-limit count)."""
-    taken = {0, *exclude}
-    for process in psutil.process_iter(["cmdline"]):
-        if any("pytest" in part for part in process.info["cmdline"] or ()):
-            taken.add(1 + process.pid % 15)
+def _alive(pid: int) -> bool:
+    return psutil.pid_exists(pid)
+
+
+def claim_redis_db(exclude: frozenset[int] | set[int] = frozenset()) -> int:
+    """A Redis database number nobody is using, claimed as the test sessions claim theirs (our
+    pid under OWNER_KEY, so a session starting meanwhile takes another): not 0 (`make run`'s),
+    not one in `exclude`, none whose recorded owner lives, and none holding more than what a
+    finished run leaves behind (kombu's exchange bindings, the send log's bookkeeping). A
+    database two systems shared would have each one's workers take, and drop, the other's
+    messages."""
     for number in range(15, 0, -1):
-        if number in taken:
+        if number in exclude:
             continue
-        keys = redis.Redis(db=number).scan_iter(count=1000)
-        if all(key.startswith(b"_kombu.binding") or key in LEFT_BY_A_FINISHED_RUN for key in keys):
+        client = redis.Redis(db=number)
+        owner = client.get(OWNER_KEY)
+        if owner is not None and _alive(int(owner)):
+            continue
+        keys = [key for key in client.scan_iter(count=1000) if key != OWNER_KEY.encode()]
+        if not all(key.startswith(b"_kombu.binding") or key in LEFT_BY_A_FINISHED_RUN for key in keys):
+            continue
+        if client.set(OWNER_KEY, os.getpid(), nx=owner is None):
             return number
     raise RuntimeError("no idle Redis database among 1-15; pass --redis-db")
+
+
+def release_redis_db(number: int) -> None:
+    client = redis.Redis(db=number)
+    if client.get(OWNER_KEY) == str(os.getpid()).encode():
+        client.delete(OWNER_KEY)
 
 
 @dataclass
@@ -145,12 +161,14 @@ class Stack:
     apis: list[ServiceProcess] = field(init=False, default_factory=list)
     workers: dict[str, ServiceProcess] = field(init=False, default_factory=dict)
     redis_urls: set[str] = field(init=False, default_factory=set)
+    claimed_dbs: set[int] = field(init=False, default_factory=set)
     _weed: subprocess.Popen[bytes] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=f"conveyor-bench-{self.tag}-"))
         self.database = f"conveyor_bench_{os.getpid()}"
-        self.redis_db = self.redis_db if self.redis_db is not None else idle_redis_db()
+        self.redis_db = self.redis_db if self.redis_db is not None else claim_redis_db()
+        self.claimed_dbs = {self.redis_db}
         self.s3_port = free_s3_port(start_offset=5000)
         self.metrics_port = free_port()
         secret = base64.b64encode(secrets.token_bytes(24)).decode()
@@ -177,6 +195,12 @@ class Stack:
         )
         get_settings.cache_clear()
         self.redis_urls.add(os.environ["REDIS_URL"])
+
+    def another_redis_url(self) -> str:
+        """A Redis database of its own for a second deployment beside this stack's."""
+        number = claim_redis_db(exclude=self.claimed_dbs)
+        self.claimed_dbs.add(number)
+        return f"redis://127.0.0.1:6379/{number}"
 
     @property
     def file_workspace_url(self) -> str:
@@ -208,6 +232,12 @@ class Stack:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if error is not None:
+            # The stack's folder goes with it; a failed run keeps its processes' logs.
+            kept = Path(tempfile.mkdtemp(prefix=f"conveyor-bench-{self.tag}-logs-"))
+            for log in self.root.glob("*.log"):
+                shutil.copy(log, kept / log.name)
+            print(f"bench failed; the logs of its processes are in {kept}", file=sys.stderr)
         self.close()
 
     def close(self) -> None:
@@ -220,6 +250,9 @@ class Stack:
         for url in self.redis_urls:
             with contextlib.suppress(Exception):
                 self.purge_queues(url)
+        for number in self.claimed_dbs:
+            with contextlib.suppress(redis.RedisError):
+                release_redis_db(number)
         with contextlib.suppress(Exception):
             from tasks.runtime import engine
 

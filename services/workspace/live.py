@@ -23,7 +23,8 @@ from services.workspace.streams import STOP_POLL_SECONDS
 
 SEGMENT = re.compile(r"^seg_(\d+)\.(ts|m4s)$")
 SCAN_SECONDS = 0.2
-UPLOAD_CONCURRENCY = 4
+# Segments are small: an upload is mostly waiting on a round trip, so many go side by side.
+UPLOAD_CONCURRENCY = 8
 
 
 def complete_segments(folder: Path) -> list[Path]:

@@ -39,7 +39,7 @@ bootstrap-venv:
 	@bash scripts/bootstrap.sh --no-services
 
 run: bootstrap .env secret-key
-	@mkdir -p $(DATA)/work $(DATA)/s3
+	@mkdir -p $(DATA)/s3
 	$(WITH_ENV) $(BIN)/alembic upgrade head
 ifdef S3_ENDPOINT_URL
 	$(WITH_ENV) $(BIN)/flask --app api setup-bucket
@@ -64,7 +64,7 @@ secret-key: .env
 	  echo "# Written by 'make run' on $$(date -u +%Y-%m-%d); see .env.example for every setting."; \
 	  echo "DATABASE_URL=$${DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/conveyor}"; \
 	  echo "REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0}"; \
-	  echo "WORKSPACE_URL=file://$(DATA)/work"; \
+	  echo "WORKSPACE_URL=s3://conveyor-work/work"; \
 	  if [ -z "$${S3_ENDPOINT_URL:-}" ]; then \
 	    echo "S3_ENDPOINT_URL=http://127.0.0.1:8333"; \
 	    echo "AWS_ACCESS_KEY_ID=conveyor"; \

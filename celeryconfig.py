@@ -34,6 +34,7 @@ imports = (
     "tasks.analyze",
     "tasks.notify",
     "tasks.maintenance",
+    "tasks.retention",
     "tasks.shutdown",
     "tasks.pauses",
     "tasks.webhooks",
@@ -97,4 +98,11 @@ beat_schedule = {
     },
     # Idempotency keys answer for a day; older ones are deleted.
     "expire-idempotency-keys": {"task": "maintenance.expire_idempotency_keys", "schedule": 3600.0},
+    # Ended jobs' workspace objects, orphans and abandoned uploads (tasks/retention.py); a run
+    # not taken in time is dropped likewise.
+    "clean-workspace": {
+        "task": "maintenance.clean_workspace",
+        "schedule": _settings.workspace_clean_interval_seconds,
+        "options": {"expires": _settings.workspace_clean_interval_seconds},
+    },
 }

@@ -21,7 +21,7 @@ from services.apikeys import RecentKeys
 from services.config import Settings, get_settings
 from services.events import EventFeed
 from services.logs import configure_logging, log_context
-from services.workspace import Workspace
+from services.workspace import open_workspace
 
 log = logging.getLogger("conveyor.api")
 
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Refused from the Content-Length header, before a byte of the body is read.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.extensions["conveyor.settings"] = settings
-    app.extensions["conveyor.workspace"] = Workspace.from_url(settings.workspace_url)
+    app.extensions["conveyor.workspace"] = open_workspace(settings)
     init_db(app, settings)
     app.extensions["conveyor.keys"] = RecentKeys(settings.api_key_cache_seconds)
     app.extensions["conveyor.feed"] = EventFeed(app.extensions["conveyor.sessions"])
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics_bp)
     app.register_blueprint(web.bp)
-    app.teardown_request(uploads.discard_incoming)
+    app.teardown_request(uploads.discard_uploads)
     _log_requests(app)
     return app
 

@@ -34,6 +34,8 @@ STATUS_BY_CODE = {
     "daily_bytes_quota_exceeded": 429,
     "unavailable": 503,
     "not_configured": 503,
+    # The workspace cannot take the upload now (bucket missing, store unreachable, disk full).
+    "storage_failed": 503,
 }
 CODE_BY_HTTP_STATUS = {
     400: "invalid_request",

@@ -22,7 +22,7 @@ from services.entitlements import check_quotas
 from services.events import EventFeed, parse_last_event_id, stream_job_events
 from services.idempotency import check_key, fingerprint, replayed_job
 from services.jobs import CreatedJob, create_job, get_job, job_to_dict
-from services.operations import Cursor, list_jobs, retry_job, retry_needs_workspace
+from services.operations import Cursor, list_jobs, retry_inputs, retry_job
 from services.playback import PlaybackLinks
 from services.queue_stats import Waiting, waiting_position
 from services.workspace import Workspace
@@ -245,7 +245,7 @@ def retry_response(job_id: str) -> ResponseReturnValue:
     """Shared by the owner's route and the admin's POST /queue/retry/<id> (visible_job decides)."""
     job = visible_job(job_id)
     workspace: Workspace = current_app.extensions["conveyor.workspace"]
-    if job.status == "failed" and retry_needs_workspace(job) and not workspace.job_dir(job.id).is_dir():
+    if job.status == "failed" and not all(workspace.exists(needed) for needed in retry_inputs(job)):
         raise ApiError("conflict", "The job's workspace files were cleaned away; submit it again.")
     session = db()
     restart = retry_job(session, job.id)

@@ -46,6 +46,7 @@ from services.operations import delete_delivered_outputs, failed_jobs, jobs_to_c
 from services.queue_stats import job_totals, stage_stats, stats_to_dict
 from services.queues import connect, mark_paused, paused_queues, take_paused
 from services.workspace import Workspace
+from services.workspace.keys import job_prefix
 
 bp = Blueprint("queue", __name__, url_prefix="/queue")
 log = logging.getLogger("conveyor.api")
@@ -198,10 +199,11 @@ def clean() -> ResponseReturnValue:
         session, status=order.status, older_than_seconds=order.older_than_seconds, limit=order.limit
     )
     session.commit()
-    # Files go after the commit: a crash in between leaves only folders the sweeper removes.
+    # Objects go after the commit: a crash in between leaves only prefixes whose job no longer
+    # exists, which the retention task removes.
     workspace: Workspace = current_app.extensions["conveyor.workspace"]
     for job_id in ids:
-        workspace.remove_job(job_id)
+        workspace.remove(job_prefix(job_id))
     outputs = delete_delivered_outputs(_settings(), ids) if order.delete_outputs and ids else 0
     log.info("cleaned jobs", extra={"count": len(ids), "status": order.status, "outputs_deleted": outputs})
     return send(CleanResult, {"deleted": len(ids), "job_ids": ids, "outputs_deleted": outputs})

@@ -38,22 +38,32 @@ import psutil
 import psycopg
 import redis
 import requests
+from celery import Celery
 
+from bench.traffic import Traffic, bucket_traffic
 from scripts.s3server import free_s3_port, start_weed, stop_weed
 from services.analysis import analyze_local
 from services.analyzers import smallest_picture
+from services.broker import EPOCH_KEY, SENT_LOG_KEY
 from services.config import get_settings
 from services.ffmpeg import build_hls_command, run_ffmpeg
 from services.hls import encoders_for, picture_plan_for, quality_receipts, storyboard_plan_for
 from services.ladder import DEFAULT_RATE_CONTROL, plan_audio, plan_ladder
 from services.probe import probe
+from services.storage import ensure_bucket, make_s3_client
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_DSN = "host=127.0.0.1 user=postgres dbname=postgres"
-# The concurrency of each queue's worker in the Procfile, so the bench runs what `make run` runs.
-QUEUE_CONCURRENCY = {"fetch": 2, "video": 1, "upload": 2, "analyze": 1, "notify": 2}
+# The concurrency of each queue's worker in the Procfile, so the bench runs what `make run` runs;
+# the maintenance worker also runs beat (the sweeper sends what a failed send left behind).
+QUEUE_CONCURRENCY = {"fetch": 2, "video": 1, "upload": 2, "analyze": 1, "notify": 2, "maintenance": 1}
 # Counted in Redis like any limit, but never reached: the benches measure capacity, not policy.
 UNREACHABLE_RATE_LIMIT = "100000000/minute"
+WORKSPACE_BUCKET = "conveyor-bench-work"
+# How a test session (tests/conftest.py) or a bench marks a Redis database as its own.
+OWNER_KEY = "conveyor:test-session-pid"
+# Keys a finished run leaves in its Redis database besides kombu's bindings (the send log).
+LEFT_BY_A_FINISHED_RUN = frozenset({SENT_LOG_KEY.encode(), EPOCH_KEY.encode()})
 
 
 def wait_until(condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str) -> Any:
@@ -73,15 +83,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def idle_redis_db() -> int:
-    """A Redis database number nobody is using: not 0 (`make run`'s), and holding nothing but the
-    exchange bindings kombu leaves behind (no queued or unacknowledged message, no rate-limit
-    count, no live test session's mark: tests/conftest.py records its pid in its database)."""
+def _alive(pid: int) -> bool:
+    return psutil.pid_exists(pid)
+
+
+def claim_redis_db(exclude: frozenset[int] | set[int] = frozenset()) -> int:
+    """A Redis database number nobody is using, claimed as the test sessions claim theirs (our
+    pid under OWNER_KEY, so a session starting meanwhile takes another): not 0 (`make run`'s),
+    not one in `exclude`, none whose recorded owner lives, and none holding more than what a
+    finished run leaves behind (kombu's exchange bindings, the send log's bookkeeping). A
+    database two systems shared would have each one's workers take, and drop, the other's
+    messages."""
     for number in range(15, 0, -1):
-        keys = redis.Redis(db=number).scan_iter(count=1000)
-        if all(key.startswith(b"_kombu.binding") for key in keys):
+        if number in exclude:
+            continue
+        client = redis.Redis(db=number)
+        owner = client.get(OWNER_KEY)
+        if owner is not None and _alive(int(owner)):
+            continue
+        keys = [key for key in client.scan_iter(count=1000) if key != OWNER_KEY.encode()]
+        if not all(key.startswith(b"_kombu.binding") or key in LEFT_BY_A_FINISHED_RUN for key in keys):
+            continue
+        if client.set(OWNER_KEY, os.getpid(), nx=owner is None):
             return number
     raise RuntimeError("no idle Redis database among 1-15; pass --redis-db")
+
+
+def release_redis_db(number: int) -> None:
+    client = redis.Redis(db=number)
+    if client.get(OWNER_KEY) == str(os.getpid()).encode():
+        client.delete(OWNER_KEY)
 
 
 @dataclass
@@ -123,22 +154,29 @@ class Stack:
     root: Path = field(init=False)
     database: str = field(init=False)
     s3_port: int = field(init=False)
+    metrics_port: int = field(init=False)
     api: ServiceProcess | None = field(init=False, default=None)
     api_url: str = field(init=False, default="")
+    apis: list[ServiceProcess] = field(init=False, default_factory=list)
     workers: dict[str, ServiceProcess] = field(init=False, default_factory=dict)
+    redis_urls: set[str] = field(init=False, default_factory=set)
+    claimed_dbs: set[int] = field(init=False, default_factory=set)
     _weed: subprocess.Popen[bytes] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=f"conveyor-bench-{self.tag}-"))
         self.database = f"conveyor_bench_{os.getpid()}"
-        self.redis_db = self.redis_db if self.redis_db is not None else idle_redis_db()
+        self.redis_db = self.redis_db if self.redis_db is not None else claim_redis_db()
+        self.claimed_dbs = {self.redis_db}
         self.s3_port = free_s3_port(start_offset=5000)
+        self.metrics_port = free_port()
         secret = secrets.token_urlsafe(48)
         os.environ.update(
             {
                 "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.database}",
                 "REDIS_URL": f"redis://127.0.0.1:6379/{self.redis_db}",
-                "WORKSPACE_URL": f"file://{self.root}/work",
+                # As make run: the workspace is a bucket of its own (file_workspace_url for one host).
+                "WORKSPACE_URL": f"s3://{WORKSPACE_BUCKET}/work",
                 "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
                 "S3_BUCKET": "conveyor-bench",
                 "S3_PREFIX": "hls",
@@ -155,6 +193,17 @@ class Stack:
             | self.overrides
         )
         get_settings.cache_clear()
+        self.redis_urls.add(os.environ["REDIS_URL"])
+
+    def another_redis_url(self) -> str:
+        """A Redis database of its own for a second deployment beside this stack's."""
+        number = claim_redis_db(exclude=self.claimed_dbs)
+        self.claimed_dbs.add(number)
+        return f"redis://127.0.0.1:6379/{number}"
+
+    @property
+    def file_workspace_url(self) -> str:
+        return f"file://{self.root}/work"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -168,8 +217,12 @@ class Stack:
                 s3_port=self.s3_port,
                 access_key=os.environ["AWS_ACCESS_KEY_ID"],
                 secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-                buckets=[os.environ["S3_BUCKET"]],
+                metrics_port=self.metrics_port,
             )
+            client = make_s3_client(get_settings())
+            for bucket in (os.environ["S3_BUCKET"], WORKSPACE_BUCKET):
+                ensure_bucket(client, bucket)
+            (self.root / "work").mkdir()
         except BaseException:
             self.close()
             raise
@@ -178,6 +231,12 @@ class Stack:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if error is not None:
+            # The stack's folder goes with it; a failed run keeps its processes' logs.
+            kept = Path(tempfile.mkdtemp(prefix=f"conveyor-bench-{self.tag}-logs-"))
+            for log in self.root.glob("*.log"):
+                shutil.copy(log, kept / log.name)
+            print(f"bench failed; the logs of its processes are in {kept}", file=sys.stderr)
         self.close()
 
     def close(self) -> None:
@@ -187,8 +246,12 @@ class Stack:
         self.stop_api()
         if self._weed is not None:
             stop_weed(self._weed)
-        with contextlib.suppress(Exception):
-            self.purge_queues()
+        for url in self.redis_urls:
+            with contextlib.suppress(Exception):
+                self.purge_queues(url)
+        for number in self.claimed_dbs:
+            with contextlib.suppress(redis.RedisError):
+                release_redis_db(number)
         with contextlib.suppress(Exception):
             from tasks.runtime import engine
 
@@ -208,7 +271,7 @@ class Stack:
         config.attributes["configure_logger"] = False
         command.upgrade(config, "head")
 
-    def _spawn(self, name: str, args: list[str]) -> ServiceProcess:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
         log_path = self.root / f"{name}.log"
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
@@ -218,23 +281,24 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=dict(os.environ),
+                env=dict(os.environ) | (env or {}),
             )
         return ServiceProcess(name, proc, log_path)
 
     # -- the API -------------------------------------------------------------------------------
 
-    def start_api(self) -> str:
-        """gunicorn as `make run` starts it (gunicorn.conf.py), returned once every worker runs."""
-        self.stop_api()
+    def start_api(self, env: dict[str, str] | None = None, name: str = "api") -> str:
+        """gunicorn as `make run` starts it (gunicorn.conf.py), returned once every worker runs.
+        The first one started is `api`/`api_url`; `env` overrides settings for this one alone."""
         port = free_port()
         args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"]
-        self.api = self._spawn("api", [*args, "api:create_app()"])
+        api = self._spawn(name, [*args, "api:create_app()"], env)
+        self.apis.append(api)
         url = f"http://127.0.0.1:{port}"
 
         def answers() -> bool:
-            if self.api is not None and self.api.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{self.api.log_tail()}")
+            if api.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{api.log_tail()}")
             with contextlib.suppress(requests.RequestException):
                 return requests.get(f"{url}/livez", timeout=1).ok
             return False
@@ -244,17 +308,17 @@ class Stack:
         # the other one.
         expected = int(runpy.run_path(str(REPO / "gunicorn.conf.py"))["workers"])
         wait_until(
-            lambda: self.api is not None and len(self.api.python_children()) >= expected,
-            timeout=30,
-            what=f"{expected} gunicorn workers",
+            lambda: len(api.python_children()) >= expected, timeout=30, what=f"{expected} gunicorn workers"
         )
-        self.api_url = url
+        if self.api is None:
+            self.api, self.api_url = api, url
         return url
 
     def stop_api(self) -> None:
-        if self.api is not None:
-            self.api.stop()
-            self.api = None
+        for api in self.apis:
+            api.stop()
+        self.apis.clear()
+        self.api, self.api_url = None, ""
 
     def create_key(self, name: str = "bench") -> str:
         from models import make_engine, make_session_factory
@@ -270,33 +334,60 @@ class Stack:
 
     # -- workers -------------------------------------------------------------------------------
 
-    def start_workers(self, queues: tuple[str, ...] = tuple(QUEUE_CONCURRENCY)) -> None:
-        """One `celery -A tasks worker -Q <queue>` per queue, returned once each answers a ping."""
+    def start_workers(
+        self,
+        queues: tuple[str, ...] = tuple(QUEUE_CONCURRENCY),
+        env: dict[str, str] | None = None,
+        tag: str = "",
+    ) -> None:
+        """One `celery -A tasks worker -Q <queue>` per queue, returned once each answers a ping;
+        `env` overrides settings for these alone (a set with another REDIS_URL is a deployment
+        of its own), `tag` tells their names apart."""
         from tasks import app
 
         host = os.uname().nodename
+        broker = (env or {}).get("REDIS_URL", os.environ["REDIS_URL"])
+        self.redis_urls.add(broker)
+        started = {}
         for queue in queues:
-            node = f"{queue}-bench{os.getpid()}@{host}"
+            node = f"{queue}{tag}-bench{os.getpid()}@{host}"
             args = [
                 sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue, "-n", node,
                 "--concurrency", str(QUEUE_CONCURRENCY[queue]), "-E", "--loglevel", "INFO",
             ]  # fmt: skip
-            self.workers[queue] = self._spawn(f"worker-{queue}", args)
-        for queue, worker in self.workers.items():
-            node = f"{queue}-bench{os.getpid()}@{host}"
+            if queue == "maintenance":
+                args += ["--beat", "--schedule", str(self.root / f"beat{tag}")]
+            started[node] = self.workers[f"{queue}{tag}"] = self._spawn(f"worker-{queue}{tag}", args, env)
+        # Celery's control messages go out through its app's own broker whatever connection is
+        # given, so workers on another Redis database are asked through an app of their own.
+        control = (
+            app.control
+            if broker == app.conf.broker_url
+            else Celery(broker=broker, set_as_current=False).control
+        )
+        for node, worker in started.items():
 
             def answers(worker: ServiceProcess = worker, node: str = node) -> bool:
                 if worker.proc.poll() is not None:
                     raise RuntimeError(f"worker {worker.name} exited:\n{worker.log_tail()}")
-                return bool(app.control.ping(destination=[node], timeout=0.5))
+                return bool(control.ping(destination=[node], timeout=0.5))
 
-            wait_until(answers, timeout=90, what=f"worker {queue} to answer a ping")
+            wait_until(answers, timeout=90, what=f"worker {node} to answer a ping")
 
-    def purge_queues(self) -> int:
-        """Drop every message waiting in this stack's Redis database (its own number)."""
+    def purge_queues(self, broker: str | None = None) -> int:
+        """Drop every message waiting in one of this stack's Redis databases (its own numbers)."""
         from tasks import app
 
-        return int(app.control.purge())
+        with app.connection_for_write(broker or os.environ["REDIS_URL"]) as connection:
+            return int(app.control.purge(connection=connection))
+
+    def s3_server_pid(self) -> int:
+        assert self._weed is not None
+        return self._weed.pid
+
+    def bucket_traffic(self) -> dict[str, Traffic]:
+        """Bytes the S3 server received and sent for each bucket so far, and its copies."""
+        return bucket_traffic(f"http://127.0.0.1:{self.metrics_port}/metrics")
 
     # -- reading the truth ---------------------------------------------------------------------
 
@@ -352,7 +443,8 @@ def bare_analysis(source: Path, hls_dir: Path) -> float:
     smallest rendition of `hls_dir` (what bare_transcode wrote)."""
     info = probe(source)
     renditions = plan_ladder(info, None, rate_control=DEFAULT_RATE_CONTROL)
-    pictures = smallest_picture(hls_dir, [asdict(rendition) for rendition in renditions])
+    smallest = smallest_picture([asdict(rendition) for rendition in renditions])
+    pictures = hls_dir / smallest / "index.m3u8" if smallest else None
     started = time.perf_counter()
     analyze_local(source, info, pictures=pictures)
     return time.perf_counter() - started

@@ -86,6 +86,9 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Part of every playback token (services/playback.py): raising it revokes the job's links.
     playback_revision: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # When the retention task removed the job's workspace objects; it looks only at ended jobs
+    # where this is still null, so its cost follows what is due, not every job ever run.
+    workspace_cleaned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     stages: Mapped[list[JobStage]] = relationship(
         back_populates="job", order_by="JobStage.position", cascade="all, delete-orphan", lazy="selectin"
@@ -100,6 +103,13 @@ class Job(Base):
         Index("ix_jobs_owner_id_created_at", "owner_id", "created_at"),
         # A key's jobs that count against its concurrency quota.
         Index("ix_jobs_active_owner", "owner_id", postgresql_where=text("status IN ('queued', 'running')")),
+        Index(
+            "ix_jobs_workspace_due",
+            "finished_at",
+            postgresql_where=text(
+                "workspace_cleaned_at IS NULL AND status IN ('succeeded', 'failed', 'canceled')"
+            ),
+        ),
     )
 
 
@@ -154,6 +164,9 @@ class JobStage(LeasedWork, Base):
 
     name: Mapped[str] = mapped_column(String(16))
     position: Mapped[int] = mapped_column(Integer)
+    # What one attempt hands on to the next (the Veo operation a fetch waits for); written only
+    # by the running attempt (services.stage_state), kept across attempts and retries.
+    resume_state: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     job: Mapped[Job] = relationship(back_populates="stages")
 

@@ -48,6 +48,9 @@ _DEFAULT_PORTS = {
     "admin.port.grpc": 33646,
 }
 _DISABLED = ["-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false"]
+# As S3 proper: a write to a bucket that does not exist fails instead of creating it, so a
+# wrong or missing workspace bucket shows up as the fault it is.
+_AS_S3 = ["-s3.autoCreateBucket=false"]
 # Variables weed reads on its own (buckets to create, advertised URL); we pass those as flags.
 _WEED_ENV_OVERRIDES = ("S3_BUCKET", "S3_TABLE_BUCKET", "S3_EXTERNAL_URL")
 _PR_SET_PDEATHSIG = 1
@@ -148,6 +151,7 @@ def start_weed(
     port_offset: int | None = None,
     buckets: Iterable[str] = (),
     timeout: float = 30.0,
+    metrics_port: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `weed mini` on 127.0.0.1 and return once its S3 gateway answers on `s3_port`.
 
@@ -178,7 +182,12 @@ def start_weed(
         "-master.telemetry=false",
         *(f"-{flag}={port}" for flag, port in ports.items()),
         *_DISABLED,
+        *_AS_S3,
     ]
+    if metrics_port is not None:
+        # Prometheus metrics, among them bytes received and sent per bucket (the benchmarks'
+        # measure of what a job moves).
+        command.append(f"-metricsPort={metrics_port}")
     bucket_list = ",".join(buckets)
     if bucket_list:
         command.append(f"-bucket={bucket_list}")
@@ -230,8 +239,16 @@ def stop_weed(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 def main() -> int:
     from services.config import get_settings
+    from services.errors import StorageFailed
+    from services.storage import configure_delivery_bucket, ensure_bucket, make_s3_client
+    from services.workspace import S3Workspace, open_workspace
 
     settings = get_settings()
+    workspace = open_workspace(settings)
+    # The delivery bucket, and the workspace's own when it is in this store.
+    buckets = [settings.s3_bucket]
+    if isinstance(workspace, S3Workspace) and not settings.workspace_s3_endpoint_url:
+        buckets.append(workspace.bucket)
     access_key = os.environ.get("AWS_ACCESS_KEY_ID")
     secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY")
     if not access_key or not secret_key:
@@ -255,17 +272,24 @@ def main() -> int:
             s3_port=s3_port,
             access_key=access_key,
             secret_key=secret_key,
-            buckets=[settings.s3_bucket],
+            buckets=buckets,
         )
     except S3ServerError as error:
         print(f"s3server: {error}", file=sys.stderr)
         return 1
-    # The delivery bucket's CORS is set here, once at set-up, never by the workers.
-    from services.storage import configure_delivery_bucket, make_s3_client
-
-    cors = configure_delivery_bucket(make_s3_client(settings), settings.s3_bucket, settings.s3_cors_origins)
+    # Both buckets are made here, and the delivery bucket's CORS set, once at set-up: never by
+    # the workers.
+    try:
+        client = make_s3_client(settings)
+        for bucket in buckets:
+            ensure_bucket(client, bucket)
+        cors = configure_delivery_bucket(client, settings.s3_bucket, settings.s3_cors_origins)
+    except StorageFailed as error:
+        print(f"s3server: {error}", file=sys.stderr)
+        stop_weed(proc)
+        return 1
     print(
-        f"s3server: S3 on http://127.0.0.1:{s3_port}, bucket {settings.s3_bucket}"
+        f"s3server: S3 on http://127.0.0.1:{s3_port}, buckets {', '.join(buckets)}"
         f" (CORS {'set' if cors else 'not set'}), data in {data_dir.resolve()},"
         f" log in {data_dir.resolve() / 'weed.log'}",
         flush=True,

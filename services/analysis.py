@@ -127,14 +127,16 @@ def build_analysis_command(source: Path, info: MediaInfo, *, pictures: Path | No
     args = [
         "ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
         "-protocol_whitelist", "file",
-        # The file: prefix keeps a name starting with "-" or holding ":" from being read as
-        # an option or a protocol.
-        "-i", f"file:{source.absolute()}",
+        # The demuxer the probe accepted, never a fresh guess: a file that turned into a
+        # playlist is not parsed as one. The file: prefix keeps a name starting with "-" or
+        # holding ":" from being read as an option or a protocol.
+        "-f", info.demuxer, "-i", f"file:{source.absolute()}",
     ]  # fmt: skip
     if info.has_video:
         video_input, retime = 0, []
         if pictures is not None:
-            args += ["-i", f"file:{pictures.absolute()}"]
+            # Our own rendition: a playlist of segments beside it, in the same scratch folder.
+            args += ["-f", "hls", "-i", f"file:{pictures.absolute()}"]
             # A rendition starts where its AAC priming starts, a frame or so before its first
             # picture; counting from the first picture puts times back on the source's clock.
             video_input, retime = 1, ["setpts=PTS-STARTPTS"]

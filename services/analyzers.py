@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,34 +14,75 @@ from services.config import Settings
 from services.errors import AnalysisFailed
 from services.gemini import analyze_video, pick_rendition, rendition_to_mp4
 from services.google_ai import gemini_client
+from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, referenced_uris
 from services.probe import MediaInfo
 from services.storage import Delivery
+from services.workspace import StopCheck, Workspace
 
 BACKENDS = ("local", "gemini")
+# Segments of one rendition fetched side by side: each is a small GET, mostly waiting.
+DOWNLOAD_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class EarlierOutputs:
+    """What earlier stages left in the workspace, copied into this attempt's scratch only when
+    the backend needs it (Gemini never reads the source; the local analysis reads one rendition)."""
+
+    workspace: Workspace
+    source_key: str  # the original, as the fetch stage recorded it
+    hls_prefix: str  # the transcode attempt that succeeded (master.m3u8, <rendition>/index.m3u8)
+    scratch: Path
+    should_stop: StopCheck
+
+    def source(self) -> Path:
+        return self.workspace.get_file(self.source_key, self.scratch / "source", should_stop=self.should_stop)
+
+    def media_playlist(self, rendition: str) -> Path:
+        """The rendition's folder in scratch (playlist, init section, segments); its playlist.
+
+        ffmpeg's HLS demuxer opens whatever a playlist names, so the playlist must name only
+        files of its own folder: one that points at another file or at a URL is refused
+        before any ffmpeg opens it."""
+        prefix = f"{self.hls_prefix}{rendition}/"
+        files = {item.key[len(prefix) :]: item.key for item in self.workspace.objects(prefix)}
+        playlist = self.workspace.read_bytes(prefix + MEDIA_PLAYLIST).decode()
+        foreign = [uri for uri in referenced_uris(playlist) if uri not in files or "/" in uri]
+        if foreign:
+            raise AnalysisFailed(f"The {rendition} playlist names {foreign[0]!r}, not a file of its own.")
+        folder = self.scratch / "hls" / rendition
+
+        def copy(name: str) -> Path:
+            return self.workspace.get_file(files[name], folder / name, should_stop=self.should_stop)
+
+        with ThreadPoolExecutor(DOWNLOAD_CONCURRENCY, thread_name_prefix="analysis-inputs") as pool:
+            list(pool.map(copy, [name for name in files if "/" not in name]))
+        return folder / MEDIA_PLAYLIST
+
+    def master_playlist(self) -> str:
+        return self.workspace.read_bytes(f"{self.hls_prefix}{MASTER_PLAYLIST}").decode()
 
 
 @dataclass(frozen=True)
 class AnalysisInputs:
-    """What earlier stages left for the analysis."""
+    """What the analysis works from."""
 
-    source: Path  # the original, in the workspace
+    outputs: EarlierOutputs
     info: MediaInfo  # the original as the fetch stage probed it
-    hls_dir: Path  # the transcode's output (master.m3u8, <rendition>/index.m3u8)
     renditions: list[dict[str, Any]]
     prefix: str  # where the upload stage published the stream
-    work_dir: Path  # the analyze stage's own folder, empty at the start of each run
+    work_dir: Path  # in this attempt's scratch, empty at the start
     audio: list[dict[str, Any]] = field(default_factory=list)  # the transcode's audio renditions
 
 
-def smallest_picture(hls_dir: Path, renditions: Sequence[dict[str, Any]]) -> Path | None:
-    """The media playlist of the smallest rendition with a picture; None for sound only."""
-    # H.264 where there is a choice: every ffmpeg decodes it fastest.
+def smallest_picture(renditions: Sequence[dict[str, Any]]) -> str | None:
+    """The name of the smallest rendition with a picture; None for sound only."""
     pictures = [rendition for rendition in renditions if rendition["width"] > 0]
+    # H.264 where there is a choice: every ffmpeg decodes it fastest.
     pictures = [r for r in pictures if r.get("codec", "h264") == "h264"] or pictures
     if not pictures:
         return None
-    smallest = min(pictures, key=lambda rendition: rendition["width"] * rendition["height"])
-    return hls_dir / str(smallest["name"]) / "index.m3u8"
+    return str(min(pictures, key=lambda rendition: rendition["width"] * rendition["height"])["name"])
 
 
 def analyze_job(
@@ -56,10 +98,11 @@ def analyze_job(
     # Local unless the job asked (and its key was entitled) to send the video to Google.
     backend = options.get("backend") or "local"
     if backend == "local":
+        smallest = smallest_picture(inputs.renditions)
         analysis = analyze_local(
-            inputs.source,
+            inputs.outputs.source(),
             inputs.info,
-            pictures=smallest_picture(inputs.hls_dir, inputs.renditions),
+            pictures=inputs.outputs.media_playlist(smallest) if smallest else None,
             timeout=settings.time_limits("analyze")[0],
             should_stop=should_stop,
             memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
@@ -93,7 +136,8 @@ def _analyze_with_gemini(
     chosen = [r for r in (rendition, sound) if r is not None]
     if not chosen:
         raise AnalysisFailed("The transcode left nothing to analyze.")
-    playlists = [inputs.hls_dir / r["name"] / "index.m3u8" for r in chosen]
+    # The picture with its (default) sound: they live in separate renditions.
+    playlists = [inputs.outputs.media_playlist(r["name"]) for r in chosen]
     media_playlist = playlists[0]
     duration = inputs.info.duration
     video = rendition_to_mp4(
@@ -121,7 +165,7 @@ def _analyze_with_gemini(
     if cues:
         captions = publish_captions(
             delivery,
-            hls_dir=inputs.hls_dir,
+            master=inputs.outputs.master_playlist(),
             out_dir=inputs.work_dir / "published",
             prefix=inputs.prefix,
             cues=cues,

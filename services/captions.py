@@ -1,7 +1,7 @@
 """Captions from a transcript: a WebVTT subtitle rendition added to a published HLS stream.
 
 The text decisions (cues, playlists, the master's new lines) are pure functions; publishing
-goes through services.storage, which uploads the master last.
+goes through services.publishing, which uploads the master last.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from services.playlists import SUBTITLE_GROUP, SubtitleEntry, subtitle_line
-from services.storage import Delivery, publish_tree
+from services.publishing import LocalFolder, publish_tree
+from services.storage import Delivery
 
 GROUP_ID = SUBTITLE_GROUP
 SUBTITLES_DIR = "subtitles"
@@ -173,7 +174,7 @@ def first_segment_start(media_playlist: Path) -> float | None:
 def publish_captions(
     delivery: Delivery,
     *,
-    hls_dir: Path,
+    master: str,
     out_dir: Path,
     prefix: str,
     cues: Sequence[Cue],
@@ -182,8 +183,8 @@ def publish_captions(
     duration: float,
     mpegts_start: float | None,
 ) -> list[dict[str, str]]:
-    """Write the subtitle rendition and the new master into out_dir and publish them under the
-    job's prefix; the caption list for the job's result."""
+    """Write the subtitle rendition and the new master (from `master`, the transcode's) into
+    out_dir and publish them under the job's prefix; the caption list for the job's result."""
     vtt = build_webvtt(cues, mpegts_start=mpegts_start)
     # The file name carries its content hash: segments are cached as immutable, and a re-run
     # of the analysis may write different captions.
@@ -193,8 +194,8 @@ def publish_captions(
     subtitles.mkdir(parents=True, exist_ok=True)
     (subtitles / vtt_name).write_text(vtt)
     (out_dir / track.playlist_uri).write_text(subtitle_playlist(vtt_name, duration))
-    (out_dir / "master.m3u8").write_text(add_subtitles((hls_dir / "master.m3u8").read_text(), [track]))
-    publish_tree(delivery, out_dir, prefix)
+    (out_dir / "master.m3u8").write_text(add_subtitles(master, [track]))
+    publish_tree(delivery, LocalFolder(out_dir, delivery.multipart_threshold), prefix)
     # Paths in the job's published folder, as the job's result names every file.
     return [
         {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import imageio_ffmpeg
 from pydantic import Field, field_validator
@@ -48,11 +49,24 @@ class Settings(BaseSettings):
     )
 
     workspace_url: str = Field(
-        "file:///var/lib/conveyor/work",
-        description="Where stages hand files to each other; must be shared by all workers.",
+        "s3://conveyor-work/work",
+        description="Where stages hand outputs to each other: s3://BUCKET/PREFIX or file:///PATH (one host).",
+    )
+    workspace_s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint of an s3:// workspace; unset means S3_ENDPOINT_URL."
     )
     workspace_keep_failed_seconds: int = Field(
-        86400, description="How long a failed job's workspace folder is kept for inspection."
+        86400, description="How long a failed job's workspace objects are kept for inspection."
+    )
+    workspace_clean_interval_seconds: float = Field(
+        60.0, description="How often the retention task cleans the workspace."
+    )
+    workspace_abandoned_seconds: int = Field(
+        86400,
+        description="An upload never completed, or one whose job never came to be, is removed once this old.",
+    )
+    scratch_dir: Path | None = Field(
+        None, description="Where each process makes its private scratch folder; unset means the temp folder."
     )
 
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint; unset means AWS.")

@@ -41,6 +41,8 @@ STDERR_TAIL_LINES = 50
 CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT})
 H264_PROFILE = "high"
 SegmentFormat = Literal["ts", "fmp4"]
+# How ffmpeg reports ENOSPC (strerror), whichever output it was writing.
+NO_SPACE = "No space left on device"
 # mjpeg quality scale (2 best … 31 worst): 3 keeps a poster sharp at a fraction of PNG's size.
 JPEG_QUALITY = 3
 # Where ffmpeg writes a source subtitle track, whole; services/hls.py makes its playlist.
@@ -331,7 +333,7 @@ def ffmpeg_failure(returncode: int, stderr_tail: Iterable[str]) -> ConveyorError
     not send (the kernel's OOM killer, an operator) say nothing about the media: another
     attempt, perhaps on another host, may well succeed. Anything else is the source's fault."""
     tail = _tail(stderr_tail)
-    if "No space left on device" in tail:
+    if NO_SPACE in tail:
         return DiskFull(f"The disk filled up while ffmpeg wrote its output: {tail}")
     if returncode < 0:
         name = signal.Signals(-returncode).name
@@ -434,7 +436,9 @@ def run_ffmpeg(
             reader.join(timeout=KILL_GRACE_SECONDS)
         stdout.close()
         stderr.close()
-    if process.returncode != 0:
+    # A full disk whatever the exit status: ffmpeg 5.1 exits 0 when only its trailer could not
+    # be written, which would pass a truncated output for a finished one.
+    if process.returncode != 0 or NO_SPACE in _tail(stderr_tail):
         raise ffmpeg_failure(process.returncode, stderr_tail)
     if on_progress is not None:
         on_progress(100.0)

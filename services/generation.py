@@ -1,18 +1,16 @@
-"""A generated source: a Veo video made from the job's prompt on Vertex AI, saved into the workspace.
+"""A generated source: a Veo video made from the job's prompt on Vertex AI.
 
-Generation is slow and paid for, so the operation's name is kept beside the source: a fetch
-stage that is retried (worker lost, transient error while polling) resumes polling the same
+Generation is slow and paid for, so the operation's name is kept in the fetch stage's resume
+state (in PostgreSQL, shared by the stage's attempts whatever host runs them): a fetch stage
+that is retried (worker lost, transient error while polling) resumes polling the same
 operation instead of paying for a second video.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from google import genai
 from google.genai import types
@@ -37,11 +35,19 @@ class GenerationFailed(ConveyorError):
     code = "generation_failed"
 
 
+class ResumeState(Protocol):
+    """What a stage keeps across its attempts (services.stage_state.StageState)."""
+
+    def read(self) -> dict[str, Any] | None: ...
+
+    def write(self, state: dict[str, Any] | None) -> None: ...
+
+
 def start_or_resume(
-    client: genai.Client, request: dict[str, Any], state: Path, settings: Settings
+    client: genai.Client, request: dict[str, Any], state: ResumeState, settings: Settings
 ) -> types.GenerateVideosOperation:
-    if state.exists():
-        name = json.loads(state.read_text())["operation"]
+    name = (state.read() or {}).get("veo_operation")
+    if name:
         return types.GenerateVideosOperation.from_api_response({"name": name}, is_vertex_ai=True)
     operation = client.models.generate_videos(
         model=request.get("model") or settings.veo_model,
@@ -52,7 +58,7 @@ def start_or_resume(
     )
     if not operation.name:
         raise GenerationFailed("Veo answered without an operation name.", transient=True)
-    state.write_text(json.dumps({"operation": operation.name}))
+    state.write({"veo_operation": operation.name})
     return operation
 
 
@@ -116,17 +122,15 @@ def video_bytes(operation: types.GenerateVideosOperation) -> bytes:
 
 def generate_source(
     request: dict[str, Any],
-    dest: Path,
-    state: Path,
     settings: Settings,
+    state: ResumeState,
     *,
     on_progress: Callable[[float], None],
     should_stop: Callable[[], bool],
-) -> Path:
-    """Generate the video for request ({"prompt", "model"?, "duration_seconds"?}) into dest;
-    `state` keeps the operation's name, so a later attempt resumes it instead of paying again."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    state.parent.mkdir(parents=True, exist_ok=True)
+) -> bytes:
+    """The video for request ({"prompt", "model"?, "duration_seconds"?}). The operation stays
+    in `state` once it succeeded: a later attempt (its success never recorded) gets the same
+    video again instead of paying for another."""
     client = vertex_client(settings)
     try:
         operation = start_or_resume(client, request, state, settings)
@@ -135,15 +139,14 @@ def generate_source(
         )
         if operation.error:
             # The next attempt must start a new generation, not find this failed one again.
-            state.unlink(missing_ok=True)
+            state.write(None)
             raise operation_error(operation.error)
-        data = video_bytes(operation)
+        try:
+            return video_bytes(operation)
+        except GenerationFailed:
+            state.write(None)  # withheld or missing: asking the same operation again cannot help
+            raise
     except GOOGLE_FAILURES as exc:
         if getattr(exc, "code", None) == 404:
-            state.unlink(missing_ok=True)  # an operation Google no longer knows cannot be resumed
+            state.write(None)  # an operation Google no longer knows cannot be resumed
         raise provider_error(exc, what="Veo") from exc
-    part = dest.with_name(dest.name + ".part")
-    part.write_bytes(data)
-    os.replace(part, dest)
-    state.unlink(missing_ok=True)
-    return dest

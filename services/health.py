@@ -14,6 +14,8 @@ from botocore.exceptions import ClientError
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.workspace import Workspace
+
 CHECK_TIMEOUT_SECONDS = 2.0
 T = TypeVar("T")
 log = logging.getLogger("conveyor.health")
@@ -61,6 +63,11 @@ def check_s3(client: Any, bucket: str) -> dict[str, Any]:
                 raise
 
     return _timed(head)
+
+
+def check_workspace(workspace: Workspace) -> dict[str, Any]:
+    """Can the workspace be written: its bucket exists and answers (or its folder is there)."""
+    return _timed(workspace.check)
 
 
 class Refreshed(Generic[T]):

@@ -1,4 +1,5 @@
-"""The transcode stage's work: plan, run one ffmpeg, measure, write the master and stills."""
+"""The transcode stage's work: plan, run one ffmpeg, measure, write the master and stills;
+the outputs go up to the attempt's prefix in the workspace while ffmpeg still writes them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from services.captions import first_segment_start, subtitle_playlist, with_times
 from services.config import Settings
 from services.confine import confine
 from services.dash import DASH_MANIFEST, Representation, write_dash_manifest
-from services.errors import DiskFull, TranscodeFailed
+from services.errors import Canceled, DiskFull, TranscodeFailed
 from services.ffmpeg import Encoders, SegmentFormat, build_hls_command, run_ffmpeg, subtitle_source_path
 from services.ladder import (
     DEFAULT_RATE_CONTROL,
@@ -49,6 +50,8 @@ from services.storyboard import (
     plan_storyboard,
     storyboard_vtt,
 )
+from services.workspace import Workspace
+from services.workspace.live import FolderUploader
 
 log = logging.getLogger("conveyor.transcode")
 
@@ -272,77 +275,72 @@ def transcode_to_hls(
 
     Returns what the stage records: the video renditions with their measured bit rates and
     quality receipts, the audio and subtitle renditions, the segment format, what was done
-    to the picture and the stills' file names. On any way out but success out_dir is
-    removed: half a ladder must never be published, and a canceled job should not keep its
-    disk.
+    to the picture and the stills' file names. out_dir is a scratch folder, which its owner
+    removes; half a ladder is never recorded (see transcode_job).
     """
-    try:
-        # ffmpeg's HLS muxer makes the rendition folders, but the image and WebVTT muxers none.
-        out_dir.mkdir(parents=True, exist_ok=True)
-        renditions = plan_ladder(
-            info, requested, codecs=video_codecs, rate_control=rate_control or DEFAULT_RATE_CONTROL
+    # ffmpeg's HLS muxer makes the rendition folders, but the image and WebVTT muxers none.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    renditions = plan_ladder(
+        info, requested, codecs=video_codecs, rate_control=rate_control or DEFAULT_RATE_CONTROL
+    )
+    audio = plan_audio(info)
+    subtitles = plan_subtitles(info)
+    for subtitle in subtitles:
+        (out_dir / subtitle.name).mkdir(exist_ok=True)
+    picture = picture_plan_for(source, info, settings)
+    storyboard = storyboard_plan_for(info, settings)
+    args = build_hls_command(
+        source,
+        info,
+        renditions,
+        out_dir,
+        segment_seconds=settings.segment_seconds,
+        audio=audio,
+        subtitles=subtitles,
+        picture=picture,
+        encoders=encoders_for(settings),
+        segment_format=segment_format,
+        storyboard=storyboard,
+    )
+    first = renditions[0].name if renditions else audio[0].name
+    run_ffmpeg(
+        args,
+        duration=info.duration,
+        on_progress=lambda percent: on_progress(percent * TRANSCODE_SHARE),
+        should_stop=should_stop,
+        timeout=settings.time_limits("transcode")[0],
+        memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
+        poll_seconds=STOP_POLL_SECONDS,
+        written_seconds=SegmentsWritten(out_dir / first, segment_format, settings.segment_seconds),
+    )
+    check_complete([out_dir / rendition.name for rendition in renditions])
+    measured = [measure_variant(out_dir / rendition.name) for rendition in renditions]
+    audio_measured = [measure_variant(out_dir / track.name) for track in audio]
+    mpegts_start = (
+        first_segment_start(out_dir / renditions[0].name / MEDIA_PLAYLIST)
+        if renditions and subtitles
+        else None
+    )
+    written_subtitles = _write_subtitles(out_dir, subtitles, mpegts_start, info.duration)
+    master = write_master_playlist(
+        renditions,
+        measured,
+        audio=list(zip(audio, audio_measured, strict=True)),
+        subtitles=subtitle_entries(subtitles),
+        fmp4=segment_format == "fmp4",
+    )
+    (out_dir / MASTER_PLAYLIST).write_text(master)
+    dash = None
+    if segment_format == "fmp4":
+        vtts = [(s, w["vtt"]) for s, w in zip(subtitles, written_subtitles, strict=True)]
+        dash = _dash(
+            out_dir, info, settings.segment_seconds, renditions, audio, measured, audio_measured, vtts
         )
-        audio = plan_audio(info)
-        subtitles = plan_subtitles(info)
-        for subtitle in subtitles:
-            (out_dir / subtitle.name).mkdir(exist_ok=True)
-        picture = picture_plan_for(source, info, settings)
-        storyboard = storyboard_plan_for(info, settings)
-        args = build_hls_command(
-            source,
-            info,
-            renditions,
-            out_dir,
-            segment_seconds=settings.segment_seconds,
-            audio=audio,
-            subtitles=subtitles,
-            picture=picture,
-            encoders=encoders_for(settings),
-            segment_format=segment_format,
-            storyboard=storyboard,
-        )
-        first = renditions[0].name if renditions else audio[0].name
-        run_ffmpeg(
-            args,
-            duration=info.duration,
-            on_progress=lambda percent: on_progress(percent * TRANSCODE_SHARE),
-            should_stop=should_stop,
-            timeout=settings.time_limits("transcode")[0],
-            memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
-            poll_seconds=STOP_POLL_SECONDS,
-            written_seconds=SegmentsWritten(out_dir / first, segment_format, settings.segment_seconds),
-        )
-        check_complete([out_dir / rendition.name for rendition in renditions])
-        measured = [measure_variant(out_dir / rendition.name) for rendition in renditions]
-        audio_measured = [measure_variant(out_dir / track.name) for track in audio]
-        mpegts_start = (
-            first_segment_start(out_dir / renditions[0].name / MEDIA_PLAYLIST)
-            if renditions and subtitles
-            else None
-        )
-        written_subtitles = _write_subtitles(out_dir, subtitles, mpegts_start, info.duration)
-        master = write_master_playlist(
-            renditions,
-            measured,
-            audio=list(zip(audio, audio_measured, strict=True)),
-            subtitles=subtitle_entries(subtitles),
-            fmp4=segment_format == "fmp4",
-        )
-        (out_dir / MASTER_PLAYLIST).write_text(master)
-        dash = None
-        if segment_format == "fmp4":
-            vtts = [(s, w["vtt"]) for s, w in zip(subtitles, written_subtitles, strict=True)]
-            dash = _dash(
-                out_dir, info, settings.segment_seconds, renditions, audio, measured, audio_measured, vtts
-            )
-        stills = _stills(out_dir, storyboard, info.duration)
-        receipts: list[dict[str, Any] | None] = [None] * len(renditions)
-        if settings.quality_receipts and picture is not None:
-            receipts = quality_receipts(source, out_dir, info, picture, renditions, settings, should_stop)
-        on_progress(100.0)
-    except BaseException:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        raise
+    stills = _stills(out_dir, storyboard, info.duration)
+    receipts: list[dict[str, Any] | None] = [None] * len(renditions)
+    if settings.quality_receipts and picture is not None:
+        receipts = quality_receipts(source, out_dir, info, picture, renditions, settings, should_stop)
+    on_progress(100.0)
     return {
         "renditions": [
             asdict(r) | _rates(with_audio(m, audio_measured)) | {"quality": q}
@@ -354,3 +352,49 @@ def transcode_to_hls(
         "dash": dash,
         "picture": asdict(picture) if picture is not None else None,
     } | stills
+
+
+def transcode_job(
+    source_key: str,
+    workspace: Workspace,
+    prefix: str,
+    scratch: Path,
+    settings: Settings,
+    *,
+    info: MediaInfo,
+    requested: Sequence[str] | None,
+    segment_format: SegmentFormat,
+    video_codecs: Sequence[VideoCodec] = ("h264",),
+    rate_control: RateControl | None = None,
+    on_progress: Callable[[float], None],
+    should_stop: Callable[[], bool],
+) -> dict[str, Any]:
+    """The transcode stage: the source copied from the workspace into scratch (ffmpeg reads
+    only files Conveyor hands it), the ladder written into scratch and mirrored to `prefix`
+    (the attempt's own) as it is written. Half a ladder is never recorded: the stage's output,
+    which names `prefix`, exists only once every file is up."""
+    source = workspace.get_file(source_key, scratch / "source", should_stop=should_stop)
+    out_dir = scratch / "hls"
+    out_dir.mkdir()
+    with FolderUploader(out_dir, workspace, prefix, should_stop=should_stop) as uploads:
+        try:
+            output = transcode_to_hls(
+                source,
+                out_dir,
+                settings,
+                info=info,
+                requested=requested,
+                segment_format=segment_format,
+                video_codecs=video_codecs,
+                rate_control=rate_control,
+                on_progress=lambda percent: on_progress(min(percent, 99.0)),
+                # A failed upload stops ffmpeg now: the attempt cannot succeed any more.
+                should_stop=lambda: should_stop() or uploads.failed,
+            )
+        except Canceled:
+            if uploads.error is not None:
+                raise uploads.error from None
+            raise
+        uploads.finish()
+    on_progress(100.0)
+    return {"prefix": prefix} | output

@@ -1,73 +1,125 @@
-"""Bringing a job's source into the workspace and checking it is media we can work on."""
+"""Bringing a job's source into the workspace and checking it is media we can work on.
+
+A remote source (URL, S3 object, Veo) is streamed into the workspace under the fetch
+attempt's own key and, in the same pass, into the attempt's scratch, where ffprobe reads it;
+an upload is already in the workspace (the API streamed it there) and is copied into scratch
+for the probe. Nothing is visible under the key until the whole source has arrived.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import IO, Any
 
 from services.config import Settings
 from services.errors import InvalidMedia
 from services.fetching import fetch_url
-from services.generation import generate_source
+from services.generation import ResumeState, generate_source
 from services.probe import MediaInfo, probe, probe_limits
 from services.s3source import fetch_s3_object
 from services.stopping import StopSignal
 from services.storage import make_s3_client
-from services.workspace import Workspace
+from services.workspace import ObjectWriter, Workspace
+from services.workspace.keys import attempt_prefix
+
+REMOTE_KINDS = ("url", "s3", "generate")
+
+
+class SourceCopy:
+    """The source as it arrives, written twice: into the workspace for the stages after this
+    one, and into scratch for the probe. Committed on a clean exit, discarded otherwise."""
+
+    def __init__(self, local: Path, writer: ObjectWriter) -> None:
+        self.local, self.writer = local, writer
+        self._file: IO[bytes] = local.open("wb")
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self.writer.write(data)
+
+    def __enter__(self) -> SourceCopy:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            self._file.close()  # may fail too (a full scratch disk on the last flush)
+        except BaseException:
+            self.writer.abort()
+            raise
+        if error is None:
+            self.writer.commit()
+        else:
+            self.writer.abort()
+
+
+@dataclass(frozen=True)
+class Ingested:
+    key: str  # the source in the workspace
+    local: Path  # its copy in this attempt's scratch
 
 
 def ingest_source(
     source: dict[str, Any],
     job_id: uuid.UUID,
+    attempt: int,
     workspace: Workspace,
+    scratch: Path,
     settings: Settings,
     *,
-    attempt: int,
+    resume: ResumeState,
     on_progress: Callable[[float], None],
     stop: StopSignal,
-) -> Path:
-    """The local path of the job's source, fetching or generating it first (into this attempt's
-    own folder) when it is remote."""
+) -> Ingested:
+    """The job's source in the workspace and in scratch, fetched or generated first when remote."""
     if "upload" in source:
-        return workspace.resolve(source["upload"]["path"])
-    dest = workspace.stage_dir(job_id, "fetch", attempt) / "original"
-    if "url" in source:
-        fetch_url(
-            source["url"],
-            dest,
-            max_bytes=settings.max_upload_bytes,
-            connect_timeout=settings.fetch_connect_timeout,
-            read_timeout=settings.fetch_read_timeout,
-            allow_cidrs=settings.ssrf_allow_cidrs,
-            stop=stop,
-        )
-        return dest
-    if "s3" in source:
-        fetch_s3_object(
-            make_s3_client(settings),
-            source["s3"]["bucket"],
-            source["s3"]["key"],
-            dest,
-            allowed_buckets=settings.s3_source_buckets,
-            max_bytes=settings.max_upload_bytes,
-            on_progress=on_progress,
-            should_stop=stop,
-        )
-        return dest
-    if "generate" in source:
-        # What resumes a paid generation is the job's, not one attempt's.
-        state = workspace.source_dir(job_id) / "generation.operation.json"
-        return generate_source(
-            source["generate"], dest, state, settings, on_progress=on_progress, should_stop=stop
-        )
-    raise InvalidMedia(f"Unsupported source: {sorted(source)}")
+        key = str(source["upload"]["key"])
+        return Ingested(key, workspace.get_file(key, scratch / "source", should_stop=stop))
+    kind = next((kind for kind in REMOTE_KINDS if kind in source), None)
+    if kind is None:
+        raise InvalidMedia(f"Unsupported source: {sorted(source)}")
+    key = attempt_prefix(job_id, "fetch", attempt) + "original"
+    local = scratch / "original"
+    with SourceCopy(local, workspace.open_writer(key, should_stop=stop)) as copy:
+        if kind == "url":
+            fetch_url(
+                source["url"],
+                copy,
+                max_bytes=settings.max_upload_bytes,
+                connect_timeout=settings.fetch_connect_timeout,
+                read_timeout=settings.fetch_read_timeout,
+                allow_cidrs=settings.ssrf_allow_cidrs,
+                stop=stop,
+            )
+        elif kind == "s3":
+            fetch_s3_object(
+                make_s3_client(settings),
+                source["s3"]["bucket"],
+                source["s3"]["key"],
+                copy,
+                allowed_buckets=settings.s3_source_buckets,
+                max_bytes=settings.max_upload_bytes,
+                on_progress=on_progress,
+                should_stop=stop,
+            )
+        else:
+            copy.write(
+                generate_source(
+                    source["generate"], settings, resume, on_progress=on_progress, should_stop=stop
+                )
+            )
+    return Ingested(key, local)
 
 
-def describe_source(path: Path, workspace: Workspace, settings: Settings) -> tuple[MediaInfo, dict[str, Any]]:
+def describe_source(ingested: Ingested, settings: Settings) -> tuple[MediaInfo, dict[str, Any]]:
     """Probe the source within the probe limits (too long, too many pixels or streams: refused
     here, before any stage decodes it); the stage output records where it is and what it holds."""
-    info = probe(path, probe_limits(settings), memory_limit_bytes=settings.ffmpeg_memory_limit_bytes)
-    return info, {"path": workspace.relative(path), "bytes": path.stat().st_size, "media": asdict(info)}
+    info = probe(
+        ingested.local, probe_limits(settings), memory_limit_bytes=settings.ffmpeg_memory_limit_bytes
+    )
+    return info, {"key": ingested.key, "bytes": ingested.local.stat().st_size, "media": asdict(info)}

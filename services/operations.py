@@ -110,10 +110,17 @@ def restart_stage(job: Job) -> str:
     return next((name for name in WORK_STAGES if by_name[name].status != "succeeded"), WORK_STAGES[-1])
 
 
-def retry_needs_workspace(job: Job) -> bool:
-    """Whether a retry reads files an earlier run left in the workspace: an uploaded source,
-    or the outputs of stages before the restart point."""
-    return "upload" in job.source or restart_stage(job) != WORK_STAGES[0]
+def retry_inputs(job: Job) -> list[str]:
+    """The workspace keys and prefixes a retry reads: the uploaded source, and the outputs the
+    stages before the restart point recorded (the keys of the attempts that succeeded)."""
+    before = WORK_STAGES[: WORK_STAGES.index(restart_stage(job))]
+    outputs = {stage.name: stage.output or {} for stage in job.stages}
+    needed = [str(job.source["upload"]["key"])] if "upload" in job.source else []
+    if "fetch" in before:
+        needed.append(str(outputs["fetch"]["key"]))
+    if "transcode" in before:
+        needed.append(str(outputs["transcode"]["prefix"]))
+    return list(dict.fromkeys(needed))
 
 
 def retry_job(session: Session, job_id: uuid.UUID) -> Dispatch:
@@ -125,6 +132,8 @@ def retry_job(session: Session, job_id: uuid.UUID) -> Dispatch:
         raise ConveyorError(f"No job {job_id}.", code="not_found")
     if job.status != "failed":
         raise ConveyorError(f"Only failed jobs can be retried; this one is {job.status}.", code="conflict")
+    if job.workspace_cleaned_at is not None and retry_inputs(job):
+        raise ConveyorError("The job's workspace files were cleaned away; submit it again.", code="conflict")
     restart = restart_stage(job)
     message_id = uuid.uuid4()
     for stage in job.stages[STAGE_NAMES.index(restart) :]:
@@ -143,6 +152,8 @@ def retry_job(session: Session, job_id: uuid.UUID) -> Dispatch:
     job.error_code = job.error_message = None
     job.result = None
     job.finished_at = None
+    # Running again, it will end again, and its workspace be cleaned again then.
+    job.workspace_cleaned_at = None
     job.cancel_requested = False
     job.updated_at = func.now()
     record_event(session, job.id, "job.retried", restart, status=job.status)

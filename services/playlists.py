@@ -275,3 +275,16 @@ def write_master_playlist(
         ]
         lines += ["#EXT-X-STREAM-INF:" + ",".join(attributes), f"{rendition.name}/{MEDIA_PLAYLIST}"]
     return "\n".join(lines) + "\n"
+
+
+def referenced_uris(text: str) -> list[str]:
+    """Every URI a playlist names: its segment lines and the URI attributes of its tags (an
+    fMP4 rendition's EXT-X-MAP init section, a master's media groups)."""
+    uris = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            uris.append(line)
+        elif line.startswith("#") and 'URI="' in line:
+            uris.append(line.partition('URI="')[2].partition('"')[0])
+    return uris

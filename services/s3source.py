@@ -1,15 +1,16 @@
-"""An S3 object as a job's source, copied into the workspace with ranged GETs in constant memory."""
+"""An S3 object as a job's source, streamed into a sink with ranged GETs in constant memory."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from services.errors import Canceled, ConveyorError, FetchFailed, TooLarge
+from services.errors import ConveyorError, FetchFailed, TooLarge
+from services.fetching import Sink
+from services.workspace.base import never
+from services.workspace.streams import stoppable
 
 # One GET per range: a failure costs at most this much again, and each body is streamed in
 # READ_BYTES pieces, so memory stays flat however large the object.
@@ -39,19 +40,30 @@ def _s3_error(exc: ClientError | BotoCoreError, where: str) -> ConveyorError:
     )
 
 
+def _ranges(
+    client: Any, bucket: str, key: str, size: int, etag: str, range_bytes: int
+) -> Iterator[tuple[int, bytes]]:
+    """(end of range, chunk) for every chunk of every range; IfMatch stops at a changed object."""
+    for start in range(0, size, range_bytes):
+        end = min(start + range_bytes, size) - 1
+        response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}", IfMatch=etag)
+        for chunk in response["Body"].iter_chunks(READ_BYTES):
+            yield end, chunk
+
+
 def fetch_s3_object(
     client: Any,
     bucket: str,
     key: str,
-    dest: Path,
+    sink: Sink,
     *,
     allowed_buckets: Sequence[str],
     max_bytes: int,
     range_bytes: int = RANGE_BYTES,
     on_progress: Callable[[float], None] | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
+    should_stop: Callable[[], bool] = never,
 ) -> int:
-    """Copy s3://bucket/key into dest (through dest.part, renamed when complete); its size."""
+    """Stream s3://bucket/key into sink (the caller completes or discards it); its size."""
     where = f"s3://{bucket}/{key}"
     if bucket not in allowed_buckets:
         # Our credentials may reach buckets a job's owner must not read (other tenants' output).
@@ -60,34 +72,20 @@ def fetch_s3_object(
         )
     try:
         head = client.head_object(Bucket=bucket, Key=key)
+        size, etag = int(head["ContentLength"]), head["ETag"]
+        if size > max_bytes:
+            raise TooLarge(f"{where} is {size} bytes; the limit is {max_bytes}.")
+        written = 0
+        chunks = stoppable(
+            _ranges(client, bucket, key, size, etag, range_bytes), should_stop, what=f"Reading {where}"
+        )
+        for end, chunk in chunks:
+            sink.write(chunk)
+            written += len(chunk)
+            if written == end + 1 and on_progress is not None:
+                on_progress(100.0 * written / size)
     except (ClientError, BotoCoreError) as exc:
         raise _s3_error(exc, where) from exc
-    size, etag = int(head["ContentLength"]), head["ETag"]
-    if size > max_bytes:
-        raise TooLarge(f"{where} is {size} bytes; the limit is {max_bytes}.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    try:
-        with part.open("wb") as out:
-            for start in range(0, size, range_bytes):
-                end = min(start + range_bytes, size) - 1
-                response = client.get_object(
-                    Bucket=bucket, Key=key, Range=f"bytes={start}-{end}", IfMatch=etag
-                )
-                for chunk in response["Body"].iter_chunks(READ_BYTES):
-                    if should_stop():
-                        response["Body"].close()
-                        raise Canceled(f"The copy of {where} was stopped.")
-                    out.write(chunk)
-                if out.tell() != end + 1:
-                    raise FetchFailed(f"{where} ended early at byte {out.tell()} of {size}.")
-                if on_progress is not None:
-                    on_progress(100.0 * (end + 1) / size)
-        os.replace(part, dest)
-    except (ClientError, BotoCoreError) as exc:
-        part.unlink(missing_ok=True)
-        raise _s3_error(exc, where) from exc
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    if written != size:
+        raise FetchFailed(f"{where} ended early at byte {written} of {size}.")
     return size

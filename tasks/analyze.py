@@ -1,29 +1,38 @@
-"""analyze: describe the video with the job's analysis backend (and caption it, with gemini)."""
+"""analyze: describe the video with the job's analysis backend (and caption it, with gemini),
+from copies in this worker's scratch of what it needs from the workspace."""
 
 from typing import Any
 
-from services.analyzers import AnalysisInputs, analyze_job
+from services.analyzers import AnalysisInputs, EarlierOutputs, analyze_job
 from services.probe import MediaInfo
 from tasks.base import StageContext, stage_task
-from tasks.runtime import delivery
+from tasks.runtime import attempt_scratch, delivery
 
 
 @stage_task("analyze")
 def analyze(ctx: StageContext) -> dict[str, Any]:
-    inputs = AnalysisInputs(
-        source=ctx.workspace.resolve(ctx.outputs["fetch"]["path"]),
-        info=MediaInfo.from_record(ctx.outputs["fetch"]["media"]),
-        hls_dir=ctx.workspace.resolve(ctx.outputs["transcode"]["hls_dir"]),
-        renditions=ctx.outputs["transcode"]["renditions"],
-        prefix=ctx.outputs["upload"]["prefix"],
-        work_dir=ctx.workspace.stage_dir(ctx.job_id, "analyze", ctx.attempt),
-        audio=ctx.outputs["transcode"].get("audio", []),
-    )
-    return analyze_job(
-        inputs,
-        ctx.options.get("analysis") or {},
-        ctx.settings,
-        delivery(),
-        on_progress=ctx.progress,
-        should_stop=ctx.should_stop,
-    )
+    with attempt_scratch(ctx) as scratch:
+        outputs = EarlierOutputs(
+            ctx.workspace,
+            source_key=ctx.outputs["fetch"]["key"],
+            hls_prefix=ctx.outputs["transcode"]["prefix"],
+            scratch=scratch,
+            should_stop=ctx.should_stop,
+        )
+        inputs = AnalysisInputs(
+            outputs=outputs,
+            info=MediaInfo.from_record(ctx.outputs["fetch"]["media"]),
+            renditions=ctx.outputs["transcode"]["renditions"],
+            prefix=ctx.outputs["upload"]["prefix"],
+            work_dir=scratch / "work",
+            audio=ctx.outputs["transcode"].get("audio", []),
+        )
+        inputs.work_dir.mkdir()
+        return analyze_job(
+            inputs,
+            ctx.options.get("analysis") or {},
+            ctx.settings,
+            delivery(),
+            on_progress=ctx.progress,
+            should_stop=ctx.should_stop,
+        )

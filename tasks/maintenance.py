@@ -1,15 +1,14 @@
-"""Periodic maintenance run by beat on the `maintenance` queue: recover lost stages, clear
-finished workspaces. Its own queue, so a fetch backlog or a paused stage queue never holds
-recovery up."""
+"""Periodic maintenance run by beat on the `maintenance` queue: recover lost stages (the
+workspace's retention is tasks/retention.py). Its own queue, so a fetch backlog or a paused
+stage queue never holds recovery up."""
 
 import logging
 
 from services.config import get_settings
 from services.contract.recovery import sweep as sweep_stages
-from services.recovery import workspace_jobs_to_remove
 from tasks import app
 from tasks.pipeline import broker_client, dispatch
-from tasks.runtime import session_factory, workspace
+from tasks.runtime import session_factory
 
 log = logging.getLogger("conveyor.sweeper")
 
@@ -20,8 +19,4 @@ def sweep() -> dict[str, int]:
     report = sweep_stages(session_factory(), broker_client(), settings, send=dispatch)
     if report.redispatched or report.failed or report.canceled or report.forgotten:
         log.info("sweep recovered stages", extra=report.as_dict())
-    with session_factory().begin() as session:
-        removable = workspace_jobs_to_remove(session, workspace().job_folders(), settings)
-    for job_id in removable:
-        workspace().remove_job(job_id)
-    return report.as_dict() | {"cleaned": len(removable)}
+    return report.as_dict()

@@ -1,9 +1,14 @@
-"""What a worker process holds for all its tasks: settings, the database, the workspace."""
+"""What a worker process holds for all its tasks: settings, the database, the workspace and
+its private scratch folder."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_process_init
 from sqlalchemy.engine import Engine
@@ -12,7 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import make_engine, make_session_factory
 from services.config import get_settings
 from services.storage import Delivery, ensure_bucket, make_delivery
-from services.workspace import Workspace
+from services.workspace import Workspace, open_workspace
+from services.workspace.scratch import Scratch
+
+if TYPE_CHECKING:
+    from tasks.base import StageContext
 
 
 @lru_cache(maxsize=1)
@@ -32,7 +41,21 @@ def session_factory() -> sessionmaker[Session]:
 
 @lru_cache(maxsize=1)
 def workspace() -> Workspace:
-    return Workspace.from_url(get_settings().workspace_url)
+    return open_workspace(get_settings())
+
+
+@lru_cache(maxsize=1)
+def scratch() -> Scratch:
+    made = Scratch(get_settings().scratch_dir)
+    atexit.register(made.remove)
+    return made
+
+
+@contextlib.contextmanager
+def attempt_scratch(ctx: StageContext) -> Iterator[Path]:
+    """A folder in this process's scratch for one stage attempt, removed when it ends."""
+    with scratch().folder(f"{ctx.job_id}-{ctx.stage}-{ctx.attempt}") as folder:
+        yield folder
 
 
 @lru_cache(maxsize=1)
@@ -51,3 +74,5 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     if engine.cache_info().currsize:
         engine().dispose(close=False)
     delivery.cache_clear()
+    # boto3 clients are not safe across a fork either.
+    workspace.cache_clear()

@@ -1,9 +1,9 @@
-"""upload: publish the renditions, poster and storyboard to the delivery bucket; record URLs."""
+"""upload: publish the renditions, poster and storyboard to the delivery bucket; record URLs.
+The transcode attempt that succeeded named its prefix; that prefix alone is published."""
 
 from typing import Any
 
-from services.config import get_settings
-from services.storage import publish_hls
+from services.publishing import WorkspaceFolder, publish_hls
 from tasks.base import StageContext, stage_task
 from tasks.runtime import delivery
 
@@ -11,8 +11,11 @@ from tasks.runtime import delivery
 @stage_task("upload")
 def upload(ctx: StageContext) -> dict[str, Any]:
     transcoded = ctx.outputs["transcode"]
-    hls_dir = ctx.workspace.resolve(transcoded["hls_dir"])
-    prefix = f"{get_settings().s3_prefix}/{ctx.job_id}"
     return publish_hls(
-        delivery(), hls_dir, prefix, transcoded, on_progress=ctx.progress, should_stop=ctx.should_stop
+        delivery(),
+        WorkspaceFolder(ctx.workspace, transcoded["prefix"]),
+        f"{ctx.settings.s3_prefix}/{ctx.job_id}",
+        transcoded,
+        on_progress=ctx.progress,
+        should_stop=ctx.should_stop,
     )

@@ -1,6 +1,10 @@
 """Shared fixtures. Integration fixtures start real servers: an embedded S3 (SeaweedFS), Celery
 workers as separate processes, and the Flask API on a real socket, against the machine's
-PostgreSQL and Redis. The environment is set here, before any of our modules read settings."""
+PostgreSQL and Redis. The environment is set here, before any of our modules read settings.
+
+The workspace is the object store (a bucket of its own on the same S3 server), as in a
+deployment whose hosts share nothing; tests/integration/test_workspaces.py runs the pipeline
+on a file:// workspace too."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ S3_PORT = free_s3_port()
 # Per-session database and Redis database, so two test runs on one machine never collide.
 TEST_DB = f"conveyor_test_{os.getpid()}"
 REDIS_OWNER_KEY = "conveyor:test-session-pid"
+WORKSPACE_BUCKET = "conveyor-test-work"
 
 
 def free_port() -> int:
@@ -58,7 +63,8 @@ os.environ.update(
     {
         "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{TEST_DB}",
         "REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-        "WORKSPACE_URL": f"file://{TEST_ROOT}/work",
+        "WORKSPACE_URL": f"s3://{WORKSPACE_BUCKET}/work",
+        "WORKSPACE_CLEAN_INTERVAL_SECONDS": "2",
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
         "S3_BUCKET": "conveyor-test",
         "S3_PREFIX": "hls",

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +28,7 @@ from werkzeug.serving import make_server
 
 from scripts.s3server import start_weed, stop_weed
 from services.config import get_settings
-from tests.conftest import API_PORT, REDIS_OWNER_KEY, S3_PORT, TEST_DB, TEST_ROOT
+from tests.conftest import API_PORT, REDIS_OWNER_KEY, S3_PORT, TEST_DB, TEST_ROOT, WORKSPACE_BUCKET
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = os.uname().nodename
@@ -68,6 +68,8 @@ def sessions(database: str) -> sessionmaker[Session]:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
+    from services.storage import configure_delivery_bucket, ensure_bucket, make_s3_client
+
     settings = get_settings()
     proc = start_weed(
         TEST_ROOT / "s3",
@@ -75,9 +77,10 @@ def s3_server() -> Iterator[str]:
         access_key=os.environ["AWS_ACCESS_KEY_ID"],
         secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
     )
+    # The workspace bucket exists before anything runs, as an operator makes it (workers and
+    # the API never create it: a missing workspace bucket is a fault to report, not to paper over).
+    ensure_bucket(make_s3_client(settings), WORKSPACE_BUCKET)
     # Set-up, as `make run` does it (the embedded S3 server) and never a worker.
-    from services.storage import configure_delivery_bucket, make_s3_client
-
     configure_delivery_bucket(make_s3_client(settings), settings.s3_bucket, settings.s3_cors_origins)
     yield settings.s3_endpoint_url or ""
     stop_weed(proc)
@@ -125,10 +128,12 @@ def start_worker(
     concurrency: int = 2,
     beat: bool = False,
     env: dict[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> WorkerProcess:
     """A real `celery -A tasks worker` process, returned once it answers a ping.
 
-    `env` overrides settings for this worker alone (e.g. a short STAGE_TIME_LIMITS)."""
+    `env` overrides settings for this worker alone (e.g. a short STAGE_TIME_LIMITS);
+    `wrapper` is a command the worker runs under (e.g. one that gives it a mount namespace)."""
 
     log_path = TEST_ROOT / f"worker-{name}.log"
     args = [
@@ -140,7 +145,7 @@ def start_worker(
         args += ["--beat", "--schedule", str(TEST_ROOT / f"beat-{name}")]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            args,
+            [*wrapper, *args],
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -6,7 +6,7 @@ PostgreSQL on a schedule (next_attempt_at) instead of from Celery countdowns. Th
 webhook_deliveries rows become the attempts of a message.
 
 Revision ID: a17e0d9b1c01
-Revises: 9a1c2e7d4b10
+Revises: b3f08c5e7d12
 Create Date: 2026-12-01 16:50:00
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "a17e0d9b1c01"
-down_revision: str | None = "9a1c2e7d4b10"
+down_revision: str | None = "b3f08c5e7d12"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -132,11 +132,9 @@ def test_the_lowest_rendition_gives_the_sources_figures(black_then_picture: Path
         on_progress=lambda _: None,
         should_stop=lambda: False,
     )
-    rendition = smallest_picture(hls, output["renditions"])
-    assert (
-        rendition is not None
-        and rendition.parent.name == min(output["renditions"], key=lambda r: r["height"])["name"]
-    )
+    smallest = smallest_picture(output["renditions"])
+    assert smallest == min(output["renditions"], key=lambda r: r["height"])["name"]
+    rendition = hls / smallest / "index.m3u8"
     info = probe(black_then_picture)
     from_source = analyze_local(black_then_picture, info)
     from_rendition = analyze_local(black_then_picture, info, pictures=rendition)

@@ -125,7 +125,13 @@ def queue_behind_a_slow_link(crew: WorkerProcess, queue: str, rate: int) -> Iter
     with throttled((endpoint.hostname or "127.0.0.1", endpoint.port or 80), rate) as link:
         shared = [f"{crew.name}@{HOST}"]
         app.control.cancel_consumer(queue, destination=shared, reply=True)
-        env = {"S3_ENDPOINT_URL": link.url, "S3_SOURCE_BUCKETS": json.dumps([SOURCE_BUCKET])}
+        # The workspace stays on the direct endpoint, so the upload stage streams every object
+        # through the slow link (a server-side copy from the same endpoint would send none).
+        env = {
+            "S3_ENDPOINT_URL": link.url,
+            "WORKSPACE_S3_ENDPOINT_URL": get_settings().s3_endpoint_url or "",
+            "S3_SOURCE_BUCKETS": json.dumps([SOURCE_BUCKET]),
+        }
         slow = start_worker(f"slow-{queue}", queue, concurrency=1, env=env)
         try:
             yield link

@@ -1,6 +1,7 @@
 """Stopping a running transcode for real: a cancel through the API, a stage time limit from
-settings, and a worker killed outright. Each time ffmpeg must be gone and nothing half-made
-may remain or be published."""
+settings, and a worker killed outright. Each time ffmpeg must be gone, its scratch folder
+removed, and nothing half-made published; a canceled job's workspace objects are removed, a
+failed one's kept (for inspection) under the failed attempt's own prefix alone."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import pytest
 
 from services.config import get_settings
 from services.storage import ensure_bucket, make_s3_client
-from services.workspace import Workspace
+from services.workspace import open_workspace
+from services.workspace.keys import attempt_prefix, job_prefix
 from tests.fixtures import REPO, ApiClient, WorkerProcess, start_worker, stop_worker, wait_until
 from tests.media import make_long_flat_clip
 from tests.processes import ffmpeg_for
@@ -31,9 +33,16 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_long_flat_clip(tmp_path_factory.mktemp("long"))
 
 
-def transcode_dir(job_id: str) -> Path:
-    """The first transcode attempt's folder."""
-    return Workspace.from_url(get_settings().workspace_url).job_dir(uuid.UUID(job_id)) / "transcode" / "1"
+def in_workspace(prefix: str) -> list[str]:
+    return [stored.key for stored in open_workspace(get_settings()).objects(prefix)]
+
+
+def scratch_of(ffmpeg: psutil.Process) -> Path:
+    """The attempt's scratch folder: where the one input ffmpeg was handed lies."""
+    args = ffmpeg.cmdline()
+    source = Path(args[args.index("-i") + 1])
+    assert source.is_absolute() and source.name == "source" and source.is_file(), args
+    return source.parent
 
 
 def published_keys(job_id: str) -> list[str]:
@@ -52,14 +61,18 @@ def test_cancel_stops_the_running_ffmpeg_within_two_seconds(
     client: ApiClient, workers: WorkerProcess, long_clip: Path
 ) -> None:
     job_id = client.upload(long_clip).json()["id"]
-    (running,) = wait_until(lambda: ffmpeg_for(f"jobs/{job_id}/"), timeout=60, what="the transcode's ffmpeg")
+    marker = f"{job_id}-transcode-"
+    (running,) = wait_until(lambda: ffmpeg_for(marker), timeout=60, what="the transcode's ffmpeg")
     worker_tree = {p.pid for p in psutil.Process(workers.proc.pid).children(recursive=True)}
     assert running.pid in worker_tree
-    wait_until(lambda: (transcode_dir(job_id) / "240p").is_dir(), timeout=30, what="segments being written")
+    scratch = scratch_of(running)
+    attempt = attempt_prefix(uuid.UUID(job_id), "transcode", 1)
+    # Segments go up to the attempt's prefix while ffmpeg still writes the next ones.
+    wait_until(lambda: in_workspace(f"{attempt}240p/"), timeout=30, what="segments in the workspace")
 
     answer = client.post(f"/api/v1/jobs/{job_id}/cancel")
     assert answer.status_code == 202, answer.text
-    wait_until(lambda: not ffmpeg_for(f"jobs/{job_id}/"), timeout=2.0, interval=0.05, what="ffmpeg to end")
+    wait_until(lambda: not ffmpeg_for(marker), timeout=2.0, interval=0.05, what="ffmpeg to end")
 
     job = client.wait_for_job(job_id, timeout=30)
     assert job["status"] == "canceled"
@@ -68,7 +81,9 @@ def test_cancel_stops_the_running_ffmpeg_within_two_seconds(
     for later in ("upload", "analyze"):
         assert stage(job, later)["attempts"] == 0, job["stages"]
         assert stage(job, later)["status"] in ("pending", "canceled", "skipped")
-    wait_until(lambda: not transcode_dir(job_id).exists(), timeout=10, what="partial output to be removed")
+    wait_until(lambda: not scratch.exists(), timeout=10, what="the attempt's scratch to be removed")
+    prefix = job_prefix(uuid.UUID(job_id))
+    wait_until(lambda: not in_workspace(prefix), timeout=15, what="the canceled job's objects to be removed")
     assert published_keys(job_id) == []
 
 
@@ -94,6 +109,9 @@ def test_time_limit_fails_the_job_with_timeout_and_leaves_no_ffmpeg(
     client: ApiClient, video_queue_on_a_limited_worker: WorkerProcess, long_clip: Path
 ) -> None:
     job_id = client.upload(long_clip).json()["id"]
+    marker = f"{job_id}-transcode-"
+    (running,) = wait_until(lambda: ffmpeg_for(marker), timeout=60, what="the transcode's ffmpeg")
+    scratch = scratch_of(running)
     job = client.wait_for_job(job_id, timeout=90)
     assert job["status"] == "failed", job
     assert job["error"]["code"] == "timeout"
@@ -101,9 +119,17 @@ def test_time_limit_fails_the_job_with_timeout_and_leaves_no_ffmpeg(
     assert transcode["status"] == "failed"
     assert transcode["error"]["code"] == "timeout"  # type: ignore[index]
     assert stage(job, "upload")["attempts"] == 0
-    wait_until(lambda: not ffmpeg_for(f"jobs/{job_id}/"), timeout=5, what="no ffmpeg left for the job")
-    wait_until(lambda: not transcode_dir(job_id).exists(), timeout=10, what="partial output to be removed")
+    wait_until(lambda: not ffmpeg_for(marker), timeout=5, what="no ffmpeg left for the job")
+    wait_until(lambda: not scratch.exists(), timeout=10, what="the attempt's scratch to be removed")
     assert published_keys(job_id) == []
+    # Kept for inspection (WORKSPACE_KEEP_FAILED_SECONDS): the upload, and what the failed
+    # attempt had sent up, under its own prefix and nowhere else.
+    stored = in_workspace(job_prefix(uuid.UUID(job_id)))
+    transcoded = [key for key in stored if "/transcode/" in key]
+    assert transcoded and all(
+        key.startswith(attempt_prefix(uuid.UUID(job_id), "transcode", 1)) for key in transcoded
+    )
+    assert not [key for key in stored if "/transcode/" not in key and "/source/" not in key]
 
 
 RUN_FOREVER = """

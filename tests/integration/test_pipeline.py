@@ -1,10 +1,14 @@
 """The whole path on real services: upload over HTTP → five stages on real Celery workers →
-HLS in S3 read back over HTTP → analysis → a signed webhook verified on a real receiver."""
+HLS in S3 read back over HTTP → analysis → a signed webhook verified on a real receiver; on
+the object-store workspace (the default) and on a file:// one (one host)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import m3u8
@@ -12,8 +16,21 @@ import pytest
 import requests
 from standardwebhooks import Webhook
 
-from tests.fixtures import ApiClient, WebhookReceiver, WorkerProcess
+from services.config import get_settings
+from services.workspace import FileWorkspace, Workspace, open_workspace
+from services.workspace.keys import attempt_prefix, job_prefix
+from tests.conftest import TEST_ROOT
+from tests.fixtures import (
+    ApiClient,
+    WebhookReceiver,
+    WorkerPool,
+    WorkerProcess,
+    start_worker,
+    stop_worker,
+    wait_until,
+)
 from tests.media import make_clip
+from tests.ops_fixtures import api_server
 
 pytestmark = pytest.mark.integration
 
@@ -23,9 +40,38 @@ def clip_720p(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("media") / "clip.mp4", width=1280, height=720, seconds=3)
 
 
+@dataclass
+class Deployment:
+    client: ApiClient
+    workspace: Workspace
+
+
+@pytest.fixture(params=["s3", "file"])
+def deployment(
+    request: pytest.FixtureRequest, worker_pool: WorkerPool, api_url: str, api_key: str
+) -> Iterator[Deployment]:
+    """The API and the workers on one workspace: the suite's (the object store), or a folder."""
+    if request.param == "s3":
+        worker_pool.ensure_default()
+        yield Deployment(ApiClient(api_url, api_key), open_workspace(get_settings()))
+        return
+    worker_pool.stop_default()
+    url = f"file://{TEST_ROOT}/file-workspace"
+    # Its retention runs rarely, so the test can see the job's files in the folder.
+    worker = start_worker(
+        "file-workspace", env={"WORKSPACE_URL": url, "WORKSPACE_CLEAN_INTERVAL_SECONDS": "3600"}
+    )
+    try:
+        with api_server(get_settings().model_copy(update={"workspace_url": url})) as api:
+            yield Deployment(ApiClient(api, api_key), FileWorkspace(TEST_ROOT / "file-workspace"))
+    finally:
+        stop_worker(worker)
+
+
 def test_upload_to_hls_analysis_and_webhook(
-    client: ApiClient, workers: WorkerProcess, webhook_receiver: WebhookReceiver, clip_720p: Path
+    deployment: Deployment, webhook_receiver: WebhookReceiver, clip_720p: Path
 ) -> None:
+    client = deployment.client
     answer = client.upload(clip_720p, {"webhook_url": webhook_receiver.url})
     assert answer.status_code == 202, answer.text
     submitted = answer.json()
@@ -97,6 +143,19 @@ def test_upload_to_hls_analysis_and_webhook(
     assert payload["data"]["id"] == job["id"]
     assert payload["data"]["result"]["playback_url"] == result["playback_url"]
     assert headers["webhook-id"].startswith(f"msg_{job['id'].replace('-', '')}_")
+
+    job_id = uuid.UUID(job["id"])
+    if isinstance(deployment.workspace, FileWorkspace):
+        # The stages handed each other files in the folder, each attempt under its own prefix.
+        assert deployment.workspace.exists(attempt_prefix(job_id, "transcode", 1) + "master.m3u8")
+        assert not open_workspace(get_settings()).exists(job_prefix(job_id))
+    else:
+        # The retention task (beat) removes a succeeded job's workspace objects.
+        wait_until(
+            lambda: not deployment.workspace.exists(job_prefix(job_id)),
+            timeout=20,
+            what="the succeeded job's workspace to be cleaned",
+        )
 
 
 def test_a_sound_only_upload_goes_through_all_five_stages(

@@ -3,6 +3,7 @@ pause → the job waits → resume → the job finishes."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import JobEvent
 from services.config import get_settings
 from services.storage import make_s3_client
+from services.workspace import open_workspace
+from services.workspace.keys import job_prefix
 from tests.fixtures import HOST, ApiClient, WorkerPool, WorkerProcess, start_worker, stop_worker, wait_until
 
 pytestmark = pytest.mark.integration
@@ -159,8 +162,10 @@ def test_clean_deletes_rows_and_workspace_and_outputs_only_when_asked(
         return int(listing.get("KeyCount", 0))
 
     kept = client.wait_for_job(client.upload(small_clip).json()["id"])["id"]
-    workspace = Path(settings.workspace_url.removeprefix("file://")) / "jobs"
-    (workspace / kept / "leftover").mkdir(parents=True, exist_ok=True)
+    workspace = open_workspace(settings)
+    leftover = f"{job_prefix(uuid.UUID(kept))}analyze/9/leftover"
+    with workspace.open_writer(leftover) as writer:
+        writer.write(b"left behind")
     assert published(kept) > 0
 
     body = {"older_than_seconds": 0, "status": "succeeded", "limit": 1000}
@@ -168,7 +173,7 @@ def test_clean_deletes_rows_and_workspace_and_outputs_only_when_asked(
     assert kept in first["job_ids"] and first["deleted"] == len(first["job_ids"])
     assert first["outputs_deleted"] == 0
     assert client.get(f"/api/v1/jobs/{kept}").status_code == 404
-    assert not (workspace / kept).exists()
+    assert not workspace.exists(job_prefix(uuid.UUID(kept)))
     assert published(kept) > 0  # delivered outputs stay unless asked
 
     fresh = client.wait_for_job(client.upload(small_clip).json()["id"])["id"]

@@ -57,12 +57,12 @@ def test_a_worker_cut_off_from_the_database_stops_before_its_lease_runs_out(
     video_behind_a_partition: Throttle, client: ApiClient, sessions: sessionmaker[Session], long_clip: Path
 ) -> None:
     job_id = client.upload(long_clip).json()["id"]
-    wait_until(lambda: ffmpeg_for(f"jobs/{job_id}/"), timeout=60, what="the transcode's ffmpeg")
+    wait_until(lambda: ffmpeg_for(f"{job_id}-transcode-"), timeout=60, what="the transcode's ffmpeg")
     wait_until(lambda: transcode(sessions, job_id).progress > 0, timeout=60, what="a renewal with progress")
     video_behind_a_partition.hold()
     lease_until = transcode(sessions, job_id).lease_until
     assert lease_until is not None
-    wait_until(lambda: not ffmpeg_for(f"jobs/{job_id}/"), timeout=60, what="the cut-off worker to stop")
+    wait_until(lambda: not ffmpeg_for(f"{job_id}-transcode-"), timeout=60, what="the cut-off worker to stop")
     stopped_at = datetime.now(UTC)
     # The last renewal that got through is the lease anyone else goes by.
     lease_until = transcode(sessions, job_id).lease_until

@@ -221,7 +221,12 @@ def test_the_command_runs_only_the_filters_for_streams_present() -> None:
     both = build_analysis_command(source, media())
     assert both[:4] == ["ffmpeg", "-nostdin", "-hide_banner", "-nostats"]
     assert both[both.index("-protocol_whitelist") + 1] == "file"
-    assert both[both.index("-i") + 1] == "file:/media/-odd:name.mp4"
+    assert both[both.index("-i") - 2 : both.index("-i") + 2] == [
+        "-f",
+        "mov",
+        "-i",
+        "file:/media/-odd:name.mp4",
+    ]
     assert both[-3:] == ["-f", "null", "-"]
     video_filters = both[both.index("-vf") + 1]
     assert video_filters.startswith("scale=")  # detection runs on the small picture
@@ -239,8 +244,8 @@ def test_the_command_runs_only_the_filters_for_streams_present() -> None:
 def test_pictures_come_from_the_rendition_and_sound_from_the_source() -> None:
     source, rendition = Path("/media/a.mp4"), Path("/work/hls/240p/index.m3u8")
     command = build_analysis_command(source, media(), pictures=rendition)
-    inputs = [command[i + 1] for i, arg in enumerate(command) if arg == "-i"]
-    assert inputs == ["file:/media/a.mp4", "file:/work/hls/240p/index.m3u8"]
+    inputs = [command[i - 1 : i + 2] for i, arg in enumerate(command) if arg == "-i"]
+    assert inputs == [["mov", "-i", "file:/media/a.mp4"], ["hls", "-i", "file:/work/hls/240p/index.m3u8"]]
     maps = [command[i + 1] for i, arg in enumerate(command) if arg == "-map"]
     assert maps == ["1:V:0", "0:a:0"]
     # The rendition's clock starts at its AAC priming; counting from its first picture fixes that.

@@ -1,5 +1,6 @@
 """docker-compose.yml cannot be run here (no Docker engine), so it is checked by reading: every
-service's command, environment and dependencies against what the code reads."""
+service's command, environment and dependencies against what the code reads, and that the
+services share nothing but the PostgreSQL, Redis and S3 endpoints (no volume)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import yaml
 
 from celeryconfig import MAINTENANCE_QUEUE, QUEUES
 from services.config import Settings
-from services.workspace import Workspace
+from services.workspace import S3Workspace, open_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 # Read by boto3, Flower, gunicorn, the worker image's CMD, or compose itself; not by Settings.
@@ -28,6 +29,7 @@ REQUIRED_APP_SETTINGS = {
 }
 APP_SERVICES = (
     "api",
+    "maintenance-worker",
     "fetch-worker",
     "video-worker",
     "upload-worker",
@@ -61,7 +63,7 @@ def test_every_queue_has_exactly_one_worker_service(compose: dict[str, Any]) -> 
         queues = service.get("environment", {}).get("QUEUES")
         if queues and "command" not in service:
             served[name] = queues.split(",")
-    assert sorted(q for qs in served.values() for q in qs) == sorted([*QUEUES, MAINTENANCE_QUEUE])
+    assert sorted(q for qs in served.values() for q in qs) == sorted((*QUEUES, MAINTENANCE_QUEUE))
     assert served["video-worker"] == ["video"]
     assert compose["services"]["video-worker"]["deploy"]["replicas"] >= 1
 
@@ -76,14 +78,24 @@ def test_app_services_read_only_settings_the_code_knows(compose: dict[str, Any])
         )
 
 
-def test_workers_and_api_share_the_workspace_volume(compose: dict[str, Any]) -> None:
-    for name in APP_SERVICES:
-        if name == "beat":
-            continue
-        service = compose["services"][name]
-        workspace = Workspace.from_url(service["environment"]["WORKSPACE_URL"]).root
-        assert f"workspace:{workspace}" in service["volumes"], f"{name} does not mount the workspace"
-    assert "workspace" in compose["volumes"]
+def test_workers_and_api_share_no_volume_only_the_workspace_bucket(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    buckets = set()
+    for name in (*APP_SERVICES, "flower"):
+        service = services[name]
+        assert not service.get("volumes"), f"{name} mounts {service['volumes']}"
+        workspace = open_workspace(Settings(workspace_url=service["environment"]["WORKSPACE_URL"]))
+        assert isinstance(workspace, S3Workspace), f"{name} has a workspace that is not an object store"
+        buckets.add(workspace.bucket)
+    [bucket] = buckets
+    setup = "\n".join(services["createbucket"]["entrypoint"])
+    assert f"mc mb --ignore-existing conveyor/{bucket}" in setup
+    # Only the delivery bucket is readable anonymously; the workspace stays private.
+    assert [line for line in setup.splitlines() if "anonymous" in line and bucket in line] == []
+    assert services["api"]["depends_on"]["createbucket"]["condition"] == "service_completed_successfully"
+    assert set(compose["volumes"]) == {"pgdata", "redisdata", "miniodata"}
+    for dockerfile in ("Dockerfile.api", "Dockerfile.worker"):
+        assert "/var/lib/conveyor/work" not in (ROOT / dockerfile).read_text()
 
 
 def test_dependencies_wait_for_healthy_services(compose: dict[str, Any]) -> None:

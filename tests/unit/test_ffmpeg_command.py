@@ -18,6 +18,7 @@ from services.playlists import (
     hevc_level,
     measure_bitrates,
     parse_media_playlist,
+    referenced_uris,
     video_codec,
     write_master_playlist,
 )
@@ -501,3 +502,16 @@ def test_a_kill_is_transient_and_a_crash_is_not() -> None:
     assert crashed.code == "transcode_failed" and not crashed.transient
     assert "SIGSEGV" in crashed.message
     assert not ffmpeg_failure(1, ["Invalid data found when processing input"]).transient
+
+
+def test_every_uri_a_playlist_names_is_found() -> None:
+    fmp4 = (
+        '#EXTM3U\n#EXT-X-MAP:URI="init.mp4"\n#EXTINF:2.0,\nseg_00000.m4s\n'
+        "#EXTINF:2.0,\n  ../other/seg.m4s  \n#EXT-X-ENDLIST\n"
+    )
+    assert referenced_uris(fmp4) == ["init.mp4", "seg_00000.m4s", "../other/seg.m4s"]
+    master = (
+        '#EXTM3U\n#EXT-X-MEDIA:TYPE=SUBTITLES,URI="subtitles/en.m3u8"\n'
+        "#EXT-X-STREAM-INF:BANDWIDTH=1\n240p/index.m3u8\n"
+    )
+    assert referenced_uris(master) == ["subtitles/en.m3u8", "240p/index.m3u8"]

@@ -121,6 +121,23 @@ def worker_answers(name: str) -> bool:
     return bool(replies)
 
 
+@contextmanager
+def queue_taken_off(queue: str, worker: str) -> Iterator[None]:
+    """`queue` taken off the worker named `worker` (celery control cancel_consumer) and given
+    back after (add_consumer), each over a broker connection of its own: a pooled one may
+    predate a Redis restart."""
+    from tasks import app
+
+    destination = [f"{worker}@{HOST}"]
+    with app.connection_for_write() as connection:
+        app.control.cancel_consumer(queue, destination=destination, reply=True, connection=connection)
+    try:
+        yield
+    finally:
+        with app.connection_for_write() as connection:
+            app.control.add_consumer(queue, destination=destination, reply=True, connection=connection)
+
+
 def start_worker(
     name: str,
     queues: str = QUEUES,

@@ -26,11 +26,11 @@ from services.apikeys import set_entitlements
 from services.config import get_settings
 from services.storage import ensure_bucket, make_s3_client
 from tests.fixtures import (
-    HOST,
     ApiClient,
     WorkerPool,
     WorkerProcess,
     make_key,
+    queue_taken_off,
     start_worker,
     stop_worker,
     wait_until,
@@ -119,12 +119,11 @@ def entitled(api_url: str, sessions: sessionmaker[Session]) -> ApiClient:
 @contextmanager
 def queue_behind_a_slow_link(crew: WorkerProcess, queue: str, rate: int) -> Iterator[Throttle]:
     """`queue` served by a worker whose S3 endpoint is the real one behind a slow link."""
-    from tasks import app
-
     endpoint = urlsplit(get_settings().s3_endpoint_url or "")
-    with throttled((endpoint.hostname or "127.0.0.1", endpoint.port or 80), rate) as link:
-        shared = [f"{crew.name}@{HOST}"]
-        app.control.cancel_consumer(queue, destination=shared, reply=True)
+    with (
+        throttled((endpoint.hostname or "127.0.0.1", endpoint.port or 80), rate) as link,
+        queue_taken_off(queue, crew.name),
+    ):
         # The workspace stays on the direct endpoint, so the upload stage streams every object
         # through the slow link (a server-side copy from the same endpoint would send none).
         env = {
@@ -137,7 +136,6 @@ def queue_behind_a_slow_link(crew: WorkerProcess, queue: str, rate: int) -> Iter
             yield link
         finally:
             stop_worker(slow)
-            app.control.add_consumer(queue, destination=shared, reply=True)
 
 
 def stage(job: dict[str, Any], name: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ failed one's kept (for inspection) under the failed attempt's own prefix alone."
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,15 @@ from services.config import get_settings
 from services.storage import ensure_bucket, make_s3_client
 from services.workspace import open_workspace
 from services.workspace.keys import attempt_prefix, job_prefix
-from tests.fixtures import REPO, ApiClient, WorkerProcess, start_worker, stop_worker, wait_until
+from tests.fixtures import (
+    REPO,
+    ApiClient,
+    WorkerProcess,
+    queue_taken_off,
+    start_worker,
+    stop_worker,
+    wait_until,
+)
 from tests.media import make_long_flat_clip
 from tests.processes import ffmpeg_for
 
@@ -91,18 +98,14 @@ def test_cancel_stops_the_running_ffmpeg_within_two_seconds(
 def video_queue_on_a_limited_worker(workers: WorkerProcess) -> Iterator[WorkerProcess]:
     """The shared worker stops taking transcodes while a worker with a 3 s transcode limit
     serves the `video` queue alone."""
-    from tasks import app
-
-    shared = [f"{workers.name}@{os.uname().nodename}"]
-    app.control.cancel_consumer("video", destination=shared, reply=True)
-    limited = start_worker(
-        "limited", "video", concurrency=1, env={"STAGE_TIME_LIMITS": json.dumps({"transcode": [3, 6]})}
-    )
-    try:
-        yield limited
-    finally:
-        stop_worker(limited)
-        app.control.add_consumer("video", destination=shared, reply=True)
+    with queue_taken_off("video", workers.name):
+        limited = start_worker(
+            "limited", "video", concurrency=1, env={"STAGE_TIME_LIMITS": json.dumps({"transcode": [3, 6]})}
+        )
+        try:
+            yield limited
+        finally:
+            stop_worker(limited)
 
 
 def test_time_limit_fails_the_job_with_timeout_and_leaves_no_ffmpeg(

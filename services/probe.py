@@ -256,6 +256,26 @@ def _check_declared(streams: list[dict[str, Any]], limits: ProbeLimits) -> None:
             )
 
 
+def content_seconds(fmt: dict[str, Any], streams: list[dict[str, Any]]) -> float:
+    """How long the file plays: from its first video or sound to the end of its last, as the
+    streams say, rather than the container: MP4's duration counts from zero (a file whose
+    streams start at 10 s says 10 s too much), and a container may simply be wrong. Streams
+    without a duration (Matroska's) leave the container's word."""
+    declared = float(fmt.get("duration") or 0.0)
+    spans: list[tuple[float, float]] = [
+        (_number(stream.get("start_time"), float), _number(stream.get("duration"), float))
+        for stream in streams
+        if stream.get("codec_type") in ("video", "audio")
+        and not (stream.get("disposition") or {}).get("attached_pic")
+        and _number(stream.get("duration"), float) > 0
+    ]
+    if not spans:
+        return declared
+    first = min(start for start, _ in spans)
+    last = max(start + length for start, length in spans)
+    return last - first
+
+
 def parse_probe(data: dict[str, Any], limits: ProbeLimits | None = None) -> MediaInfo:
     """Turn ffprobe's JSON into MediaInfo; pure, so it is tested on canned JSON."""
     fmt = data.get("format") or {}
@@ -279,7 +299,7 @@ def parse_probe(data: dict[str, Any], limits: ProbeLimits | None = None) -> Medi
     audio = next(
         (track for track in audio_tracks if track.default), audio_tracks[0] if audio_tracks else None
     )
-    duration = float(fmt.get("duration") or 0.0)
+    duration = content_seconds(fmt, streams)
     format_name = str(fmt.get("format_name", ""))
     if set(format_name.split(",")) & REFUSED_DEMUXERS:
         raise InvalidMedia("Playlists and lists of other files are not accepted; upload the video itself.")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from services.errors import InvalidMedia, TooLarge
-from services.probe import MediaInfo, ProbeLimits, accepted_demuxers, parse_probe
+from services.probe import MediaInfo, ProbeLimits, accepted_demuxers, content_seconds, parse_probe
 
 LIMITS = ProbeLimits(max_duration_seconds=3600, max_pixels=1920 * 1080, max_streams=4)
 
@@ -225,3 +225,31 @@ def test_unknown_properties_are_not_declared() -> None:
     info = parse_probe(probed(video_stream(field_order="unknown", color_transfer="unspecified")))
     assert info.video is not None
     assert (info.video.field_order, info.video.color_transfer) == ("", "")
+
+
+def test_an_mp4_starting_at_ten_seconds_lasts_as_long_as_its_streams() -> None:
+    """MP4's duration counts from zero: streams from 10 s to 23 s play for 13 s, not 23."""
+    fmt = {"duration": "23.000000", "start_time": "9.978000"}
+    streams = [
+        {"codec_type": "video", "start_time": "10.000000", "duration": "13.000000"},
+        {"codec_type": "audio", "start_time": "9.978000", "duration": "13.021333"},
+    ]
+    assert content_seconds(fmt, streams) == pytest.approx(13.022)
+
+
+def test_streams_without_durations_leave_the_containers_word() -> None:
+    streams = [{"codec_type": "video", "start_time": "0.000000"}, {"codec_type": "audio"}]
+    assert content_seconds({"duration": "61.5"}, streams) == 61.5
+
+
+def test_a_container_that_understates_is_held_to_its_streams() -> None:
+    streams = [{"codec_type": "video", "start_time": "0", "duration": "13"}]
+    assert content_seconds({"duration": "8"}, streams) == 13
+
+
+def test_a_container_that_overstates_is_held_to_its_streams_and_cover_art_does_not_count() -> None:
+    streams = [
+        {"codec_type": "video", "start_time": "0", "duration": "30", "disposition": {"attached_pic": 1}},
+        {"codec_type": "video", "start_time": "0", "duration": "12.5"},
+    ]
+    assert content_seconds({"duration": "40"}, streams) == 12.5

@@ -47,6 +47,8 @@ task_queues = [
 task_default_queue = "fetch"
 # Route by explicit task name, so renaming a module never strands queued messages.
 task_routes = {f"pipeline.{stage}": {"queue": queue} for stage, queue in STAGE_QUEUES.items()} | {
+    # A transcode's parts go where the transcode does: every video host takes parts of one job.
+    "pipeline.transcode_part": {"queue": STAGE_QUEUES["transcode"]},
     "maintenance.*": {"queue": MAINTENANCE_QUEUE},
     # Webhook attempts (retries, redeliveries) run where the notify stage does.
     "webhooks.*": {"queue": "notify"},

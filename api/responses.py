@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # tests/unit/test_api_schemas.py checks they match models.JOB_STATUSES and STAGE_STATUSES.
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 EndedStatus = Literal["succeeded", "failed", "canceled"]
-StageStatus = Literal["pending", "queued", "running", "succeeded", "failed", "canceled", "skipped"]
+StageStatus = Literal["pending", "queued", "waiting", "running", "succeeded", "failed", "canceled", "skipped"]
 QueueName = Literal["fetch", "video", "upload", "analyze", "notify"]
 
 
@@ -39,11 +39,28 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class PartOut(BaseModel):
+    index: int
+    kind: Literal["video", "sound"] = Field(description="A span of the video, or the sound (encoded once).")
+    start_seconds: float
+    end_seconds: float | None = Field(description="Null for the last part: it runs to the end of the stream.")
+    status: StageStatus
+    attempts: int
+    worker: str | None = Field(description="The Celery node (`name@host`) that ran it last.")
+    progress: float
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
 class StageOut(Open):
     name: str
     status: StageStatus
     attempts: int
+    worker: str | None = Field(None, description="The Celery node (`name@host`) that ran it last.")
     progress: float
+    parts: list[PartOut] | None = Field(
+        None, description="The transcode's parts, once planned: spans of the video any video host may take."
+    )
     started_at: datetime | None
     finished_at: datetime | None
     error: ErrorDetail | None

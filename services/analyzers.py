@@ -16,6 +16,7 @@ from services.gemini import analyze_video, pick_rendition, rendition_to_mp4
 from services.google_ai import gemini_client
 from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, referenced_uris
 from services.probe import MediaInfo
+from services.publishing import WorkspaceFolder
 from services.storage import Delivery
 from services.workspace import StopCheck, Workspace
 
@@ -31,7 +32,9 @@ class EarlierOutputs:
 
     workspace: Workspace
     source_key: str  # the original, as the fetch stage recorded it
-    hls_prefix: str  # the transcode attempt that succeeded (master.m3u8, <rendition>/index.m3u8)
+    # The transcode attempt that succeeded (master.m3u8, <rendition>/index.m3u8), over its
+    # parts' segments when it stitched parts.
+    transcoded: WorkspaceFolder
     scratch: Path
     should_stop: StopCheck
 
@@ -44,23 +47,29 @@ class EarlierOutputs:
         ffmpeg's HLS demuxer opens whatever a playlist names, so the playlist must name only
         files of its own folder: one that points at another file or at a URL is refused
         before any ffmpeg opens it."""
-        prefix = f"{self.hls_prefix}{rendition}/"
-        files = {item.key[len(prefix) :]: item.key for item in self.workspace.objects(prefix)}
-        playlist = self.workspace.read_bytes(prefix + MEDIA_PLAYLIST).decode()
+        prefix = f"{rendition}/"
+        files = {
+            name[len(prefix) :]: stored
+            for name, stored in self.transcoded.objects.items()
+            if name.startswith(prefix)
+        }
+        if MEDIA_PLAYLIST not in files:
+            raise AnalysisFailed(f"The transcode left no {rendition} playlist.")
+        playlist = self.transcoded.read_text(prefix + MEDIA_PLAYLIST)
         foreign = [uri for uri in referenced_uris(playlist) if uri not in files or "/" in uri]
         if foreign:
             raise AnalysisFailed(f"The {rendition} playlist names {foreign[0]!r}, not a file of its own.")
         folder = self.scratch / "hls" / rendition
 
         def copy(name: str) -> Path:
-            return self.workspace.get_file(files[name], folder / name, should_stop=self.should_stop)
+            return self.workspace.get_file(files[name].key, folder / name, should_stop=self.should_stop)
 
         with ThreadPoolExecutor(DOWNLOAD_CONCURRENCY, thread_name_prefix="analysis-inputs") as pool:
             list(pool.map(copy, [name for name in files if "/" not in name]))
         return folder / MEDIA_PLAYLIST
 
     def master_playlist(self) -> str:
-        return self.workspace.read_bytes(f"{self.hls_prefix}{MASTER_PLAYLIST}").decode()
+        return self.transcoded.read_text(MASTER_PLAYLIST)
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,17 @@ class Settings(BaseSettings):
     max_streams: int = Field(16, description="Most streams accepted in one source (probe limit).")
 
     segment_seconds: int = Field(4, description="HLS segment length; keyframes are forced on it.")
+    part_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Length of one transcode part (whole segments); any video host takes any part.",
+    )
+    part_time_limit_factor: float = Field(
+        20.0, gt=0, description="A part's soft time limit in seconds per second of its length."
+    )
+    part_min_time_limit: int = Field(
+        600, gt=0, description="The least soft time limit of any part, in seconds."
+    )
     storyboard_interval_seconds: float = Field(5.0, description="Seconds between storyboard thumbnails.")
     storyboard_tile_width: int = Field(160, description="Width of one storyboard thumbnail in pixels.")
     storyboard_columns: int = Field(10, description="Thumbnails per row of a storyboard sprite sheet.")
@@ -206,6 +217,13 @@ class Settings(BaseSettings):
     def time_limits(self, stage: str) -> tuple[int, int]:
         """(soft, hard) seconds for one stage."""
         return self.stage_time_limits.get(stage, (self.stage_soft_time_limit, self.stage_hard_time_limit))
+
+    def part_time_limits(self, span_seconds: float) -> tuple[int, int]:
+        """(soft, hard) seconds for one part of a transcode, `span_seconds` of the source long:
+        no source within MAX_DURATION_SECONDS can reach a limit, since no part is longer than
+        PART_SECONDS (the last one may run a little past its probed length)."""
+        soft = max(self.part_min_time_limit, round(self.part_time_limit_factor * span_seconds))
+        return soft, soft + max(60, soft // 10)
 
 
 @lru_cache(maxsize=1)

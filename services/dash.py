@@ -37,11 +37,14 @@ def _duration(seconds: float) -> str:
     return f"PT{seconds:.3f}S"
 
 
-def _segments(rep: Representation) -> list[str]:
-    lines = [f'        <SegmentList timescale="{TIMESCALE}">']
+def _segments(rep: Representation, clock_start: float) -> list[str]:
+    # A stitched transcode's segments keep the source's clock: the offset tells the player
+    # which media time the period starts at.
+    start = round(clock_start * TIMESCALE)
+    offset = f' presentationTimeOffset="{start}"' if start else ""
+    lines = [f'        <SegmentList timescale="{TIMESCALE}"{offset}>']
     lines.append(f"          <Initialization sourceURL={quoteattr(f'{rep.name}/{rep.init}')}/>")
     lines.append("          <SegmentTimeline>")
-    start = 0
     for segment in rep.playlist.segments:
         length = round(segment.duration * TIMESCALE)
         lines.append(f'            <S t="{start}" d="{length}"/>')
@@ -60,10 +63,13 @@ def write_dash_manifest(
     video: Sequence[tuple[Rendition, Representation]],
     audio: Sequence[tuple[AudioRendition, Representation]],
     subtitles: Sequence[tuple[SubtitleRendition, str]] = (),
+    *,
+    clock_start: float = 0.0,
 ) -> str:
     """A static MPD: one video adaptation set per codec (a player picks the codec it decodes,
     then switches sizes within it), one audio adaptation set per sound track, and one text
-    adaptation set per subtitle track, its whole WebVTT file (``subtitles``: track, file URI)."""
+    adaptation set per subtitle track, its whole WebVTT file (``subtitles``: track, file URI).
+    `clock_start` is the media time of the first segments (seconds)."""
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static"'
@@ -86,7 +92,7 @@ def write_dash_manifest(
                 f' bandwidth="{rep.bitrates.peak}" width="{rendition.width}" height="{rendition.height}"'
                 f' frameRate="{rendition.fps:g}" sar="1:1">'
             )
-            lines += _segments(rep)
+            lines += _segments(rep, clock_start)
             lines.append("      </Representation>")
         lines.append("    </AdaptationSet>")
         adaptation += 1
@@ -106,7 +112,7 @@ def write_dash_manifest(
         lines.append(
             f'        <AudioChannelConfiguration schemeIdUri="{CHANNEL_SCHEME}" value="{track.channels}"/>'
         )
-        lines += _segments(rep)
+        lines += _segments(rep, clock_start)
         lines.append("      </Representation>")
         lines.append("    </AdaptationSet>")
         adaptation += 1

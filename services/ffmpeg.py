@@ -24,16 +24,21 @@ import ffmpeg as ffmpeg_python
 from services.confine import KILL_GRACE_SECONDS, kill_group, spawn_confined
 from services.errors import Canceled, ConveyorError, DiskFull, InvalidMedia, StageTimeout, TranscodeFailed
 from services.ladder import AudioRendition, Rendition, SubtitleRendition
+from services.parts import PartWindow
 from services.pictures import PicturePlan, picture_steps, scale_step, tagged_bt709
 from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, h264_level, hevc_level
 from services.probe import REFUSED_DEMUXERS, MediaInfo
 from services.storyboard import (
+    JPEG_QUALITY,
     POSTER_FILE,
     SPRITE_FILE,
+    THUMBNAIL_PATTERN,
+    THUMBNAILS_DIR,
     StoryboardPlan,
     poster_steps,
     poster_time,
     storyboard_steps,
+    thumbnail_steps,
 )
 
 FFMPEG = "ffmpeg"
@@ -43,13 +48,15 @@ H264_PROFILE = "high"
 SegmentFormat = Literal["ts", "fmp4"]
 # How ffmpeg reports ENOSPC (strerror), whichever output it was writing.
 NO_SPACE = "No space left on device"
-# mjpeg quality scale (2 best … 31 worst): 3 keeps a poster sharp at a fraction of PNG's size.
-JPEG_QUALITY = 3
 # Where ffmpeg writes a source subtitle track, whole; services/hls.py makes its playlist.
 SUBTITLE_SOURCE_FILE = "source.vtt"
 # x265 as HLS needs it: no scene-cut keyframes or open GOPs, so every segment starts on an
 # IDR the other renditions share; quiet, since its banner goes to stderr.
 X265_PARAMS = "scenecut=0:open-gop=0:log-level=error"
+# Added to every timestamp a part writes (its copyts clock): the encoder's first decode
+# timestamps lie before the first frame's, and a muxer shifts a stream that would start below
+# zero by its own amount, which would differ between the first part and the others.
+PART_TIMESTAMP_OFFSET_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -67,12 +74,27 @@ def _segment_frames(fps: float, segment_seconds: int) -> int:
     return max(1, round(fps * segment_seconds))
 
 
-def _fps_step(stream: Any, rendition: Rendition, input_fps: float, variable: bool) -> Any:
+def _fps_step(
+    stream: Any, rendition: Rendition, input_fps: float, variable: bool, window: PartWindow | None
+) -> Any:
     # Dropping frames before scaling saves the scaler the frames that are thrown away; a
     # variable-rate input always passes through fps so every rendition is constant-rate.
     if input_fps <= 0 or variable or rendition.fps < input_fps:
-        return stream.filter("fps", f"{rendition.fps:g}")
+        # A part keeps the frames of its window after the rate change, not before: fps puts
+        # frames on a grid of the source's own clock (copyts), the same grid in every part,
+        # and each grid instant belongs to exactly one window.
+        return _keep_window(stream.filter("fps", f"{rendition.fps:g}"), window)
     return stream
+
+
+def _keep_window(stream: Any, window: PartWindow | None) -> Any:
+    """The frames whose timestamps fall in the part's [start, end) (everything without a part)."""
+    if window is None:
+        return stream
+    bounds = {"start": f"{window.start:.6f}"}
+    if window.end is not None:
+        bounds["end"] = f"{window.end:.6f}"
+    return stream.filter("trim", **bounds)
 
 
 def split_stream(stream: Any, count: int) -> list[Any]:
@@ -89,18 +111,24 @@ def _video_streams(
     renditions: Sequence[Rendition],
     picture: PicturePlan,
     storyboard: StoryboardPlan | None,
+    window: PartWindow | None = None,
 ) -> tuple[list[Any], Any, Any]:
     """Decode once; scale the source to the top size only, and every lower size from that
     (already constant-rate, far smaller) picture; renditions of one size and rate (other
     codecs) share it. Scaling a 1080p source costs about as much as decoding it, so the
     cascade saves the most after the single decode itself. Returns the streams in
-    rendition order, then the poster's and the sprite's (None without a storyboard)."""
+    rendition order, then the poster's and the sprite's (None without a storyboard). In a
+    part (`window`) the sprite's branch is the part's thumbnails, stitched later."""
     assert info.video is not None
     video = info.video
     shown = picture_steps(source[str(video.index)], picture)
     poster = sprite = None
-    if storyboard is not None:
-        shown, poster, sprite = split_stream(shown, 3)
+    poster_at = poster_time(info.duration) if window is None else window.poster_at
+    thumbnails = storyboard is not None and (window is None or window.thumbnails is not None)
+    if storyboard is not None and (poster_at is not None or thumbnails):
+        shown, *stills = split_stream(shown, 1 + (poster_at is not None) + thumbnails)
+        poster = stills.pop(0) if poster_at is not None else None
+        sprite = stills.pop(0) if thumbnails else None
     sizes = list(
         dict.fromkeys((r.width, r.height, r.fps) for r in sorted(renditions, key=_size, reverse=True))
     )
@@ -109,19 +137,24 @@ def _video_streams(
     }
     top, *lower = sizes
     top_rendition = renditions[users[top][0]]
-    scaled = scale_step(
-        _fps_step(shown, top_rendition, video.fps, video.variable_frame_rate), *top[:2], picture
-    )
+    rated = _fps_step(shown, top_rendition, video.fps, video.variable_frame_rate, window)
+    if rated is shown:
+        rated = _keep_window(shown, window)
+    scaled = scale_step(rated, *top[:2], picture)
     scaled = tagged_bt709(scaled.filter("format", "yuv420p"))
     branches = split_stream(scaled, len(users[top]) + len(lower))
     streams: dict[int, Any] = dict(zip(users[top], branches, strict=False))
     for size, branch in zip(lower, branches[len(users[top]) :], strict=True):
         rendition = renditions[users[size][0]]
-        chain = scale_step(_fps_step(branch, rendition, top_rendition.fps, False), *size[:2], None)
+        chain = scale_step(_fps_step(branch, rendition, top_rendition.fps, False, window), *size[:2], None)
         streams |= dict(zip(users[size], split_stream(chain, len(users[size])), strict=True))
-    if storyboard is not None:
-        poster = poster_steps(poster, poster_time(info.duration), top[0], top[1])
-        sprite = storyboard_steps(sprite, storyboard)
+    if poster is not None and poster_at is not None:
+        poster = poster_steps(poster, poster_at, top[0], top[1])
+    if sprite is not None and storyboard is not None:
+        if window is None:
+            sprite = storyboard_steps(sprite, storyboard)
+        elif window.thumbnails is not None:
+            sprite = thumbnail_steps(_keep_window(sprite, window), storyboard, window.thumbnails)
     return [streams[i] for i in range(len(renditions))], poster, sprite
 
 
@@ -200,6 +233,32 @@ def variant_map(renditions: Sequence[Rendition], audio: Sequence[AudioRendition]
     return " ".join(video + sound)
 
 
+def _reading(window: PartWindow | None) -> dict[str, Any]:
+    """Input options of a part: seek to its preroll's keyframe (no exact seek: the window's trim
+    is exact) and read no further than the part needs."""
+    if window is None:
+        return {}
+    reading: dict[str, Any] = {}
+    if window.seek > 0:
+        reading |= {"ss": f"{window.seek:.6f}", "noaccurate_seek": None}
+    if window.read_seconds is not None:
+        reading["t"] = f"{window.read_seconds:.6f}"
+    return reading
+
+
+def _thumbnails_output(stream: Any, extras: Path, first: int) -> Any:
+    # One file per thumbnail, numbered as in the whole storyboard; each as selected, none
+    # repeated to fill a frame rate.
+    return ffmpeg_python.output(
+        stream,
+        str(extras / THUMBNAILS_DIR / THUMBNAIL_PATTERN),
+        f="image2",
+        start_number=first,
+        fps_mode="passthrough",
+        **{"c:v": "mjpeg", "q:v": JPEG_QUALITY},
+    )
+
+
 def _image_output(stream: Any, path: Path) -> Any:
     # -update: one image written to a fixed name, not a numbered sequence.
     return ffmpeg_python.output(
@@ -224,6 +283,8 @@ def build_hls_command(
     encoders: Encoders = Encoders(),
     segment_format: SegmentFormat = "ts",
     storyboard: StoryboardPlan | None = None,
+    window: PartWindow | None = None,
+    extras_dir: Path | None = None,
 ) -> list[str]:
     """One ffmpeg process that decodes ``source`` once and writes every rendition as HLS.
 
@@ -234,7 +295,16 @@ def build_hls_command(
     WebVTT (``subtitle_source_path``). With a ``storyboard`` plan the same decode also writes
     ``poster.jpg`` and the storyboard sprite. Without video renditions (a sound-only source)
     only the audio renditions are written.
+
+    With a `window`, the process is one part of a transcode (services/parts.py): it reads
+    from a little before the part's start, keeps the frames of its window, numbers its
+    segments from the part's first, and keeps the source's own clock (shifted by
+    PART_TIMESTAMP_OFFSET_SECONDS alike in every part, so no part starts below zero), so the
+    parts' segments play on as one stream. The poster, when the part holds its instant, and
+    the part's storyboard thumbnails (``thumbs/thumb_00000.jpg``…) go to `extras_dir`, with
+    the subtitle tracks' WebVTT: the stitch makes the rest of them.
     """
+    extras = extras_dir or out_dir
     if not renditions and not audio:
         raise ValueError("at least one rendition is needed")
     if segment_seconds <= 0:
@@ -248,25 +318,31 @@ def build_hls_command(
 
     # The demuxer the probe accepted, never a fresh guess: what ffmpeg parses is what we
     # checked; and only local files, whatever the container names inside it.
-    source_input = ffmpeg_python.input(str(source), f=info.demuxer, protocol_whitelist="file")
+    source_input = ffmpeg_python.input(
+        str(source), f=info.demuxer, protocol_whitelist="file", **_reading(window)
+    )
     streams: list[Any] = []
     options: dict[str, Any] = {}
     extra_outputs: list[Any] = []
     if renditions:
         picture = picture if picture is not None else PicturePlan(False, None, False)
-        video, poster, sprite = _video_streams(info, source_input, renditions, picture, storyboard)
+        video, poster, sprite = _video_streams(info, source_input, renditions, picture, storyboard, window)
         streams += video
         for i, rendition in enumerate(renditions):
             options |= _codec_args(i, rendition, encoders, segment_seconds)
+        # Keyframes on the segment grid of the whole stream: from the part's start (a
+        # whole number of segments from the origin) on, every segment_seconds.
+        grid_start = f"{window.start:.6f}+" if window is not None else ""
         options |= {
             "sc_threshold": 0,
-            "force_key_frames": f"expr:gte(t,n_forced*{segment_seconds})",
+            "force_key_frames": f"expr:gte(t,{grid_start}n_forced*{segment_seconds})",
         }
-        if storyboard is not None:
-            extra_outputs += [
-                _image_output(poster, out_dir / POSTER_FILE),
-                _image_output(sprite, out_dir / SPRITE_FILE),
-            ]
+        if poster is not None:
+            extra_outputs.append(_image_output(poster, extras / POSTER_FILE))
+        if sprite is not None and window is None:
+            extra_outputs.append(_image_output(sprite, extras / SPRITE_FILE))
+        elif sprite is not None and window is not None and window.thumbnails is not None:
+            extra_outputs.append(_thumbnails_output(sprite, extras, window.thumbnails.first))
     for k, track in enumerate(audio):
         streams.append(source_input[str(track.stream_index)])
         options |= _audio_args(k, track)
@@ -274,7 +350,7 @@ def build_hls_command(
         extra_outputs.append(
             ffmpeg_python.output(
                 source_input[str(subtitle.stream_index)],
-                str(subtitle_source_path(out_dir, subtitle)),
+                str(subtitle_source_path(extras, subtitle)),
                 f="webvtt",
                 **{"c:s": "webvtt"},
             )
@@ -289,6 +365,15 @@ def build_hls_command(
     else:
         options["hls_segment_type"] = "mpegts"
         segment_name = "seg_%05d.ts"
+    if window is None:
+        # ffmpeg's own master is written over by services.playlists; a part writes none.
+        options["master_pl_name"] = MASTER_PLAYLIST
+    else:
+        options |= {"start_number": window.first_segment, "output_ts_offset": PART_TIMESTAMP_OFFSET_SECONDS}
+        if segment_format == "fmp4":
+            # Each fragment carries its own decode time: the parts' fragments continue one
+            # timeline behind one init section (identical in every part).
+            options["hls_segment_options"] = "movflags=+frag_discont"
     hls = ffmpeg_python.output(
         *streams,
         str(out_dir / "%v" / MEDIA_PLAYLIST),
@@ -297,13 +382,14 @@ def build_hls_command(
         hls_playlist_type="vod",
         hls_flags="independent_segments",
         hls_segment_filename=str(out_dir / "%v" / segment_name),
-        master_pl_name=MASTER_PLAYLIST,
         var_stream_map=variant_map(renditions, audio),
         **options,
     )
     command = ffmpeg_python.merge_outputs(hls, *extra_outputs).global_args(
         "-nostdin", "-hide_banner", "-loglevel", "error", "-progress", "pipe:1", "-nostats"
     )
+    if window is not None:
+        command = command.global_args("-copyts")
     args: list[str] = command.overwrite_output().compile(cmd=encoders.ffmpeg)
     return args
 
@@ -314,8 +400,15 @@ def _pump(stream: IO[str], sink: Callable[[str], object]) -> None:
             sink(line.rstrip("\n"))
 
 
-def _out_time_seconds(line: str) -> float | None:
+def _out_time_seconds(line: str, seconds_per_frame: float | None) -> float | None:
     key, _, value = line.partition("=")
+    if seconds_per_frame is not None:
+        # Frames encoded, for a part: its out_time is on the source's clock (copyts), where
+        # ffmpeg 9 reports nothing useful.
+        if key == "frame":
+            with contextlib.suppress(ValueError):
+                return int(value) * seconds_per_frame
+        return None
     # ffmpeg prints out_time_ms in microseconds too (a long-standing misnomer); both are µs.
     if key in ("out_time_us", "out_time_ms"):
         with contextlib.suppress(ValueError):
@@ -357,6 +450,7 @@ def run_ffmpeg(
     memory_limit_bytes: int | None = None,
     poll_seconds: float = 0.5,
     written_seconds: Callable[[], float] | None = None,
+    seconds_per_frame: float | None = None,
 ) -> None:
     """Run an ffmpeg command that prints ``-progress pipe:1``; raise on stop, timeout or failure.
 
@@ -364,8 +458,9 @@ def run_ffmpeg(
     stage never shows "done" for a run that then fails. ``written_seconds``, asked once per
     poll, is a second measure of progress (seconds of output complete on disk) for commands
     whose ``-progress`` report ffmpeg holds back: it prints none until every output has
-    written its header. The whole process group is killed on any way out, so no ffmpeg
-    outlives the call.
+    written its header. With ``seconds_per_frame``, progress counts the frames encoded
+    instead of the output's time. The whole process group is killed on any way out, so no
+    ffmpeg outlives the call.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     lines: queue.Queue[str | None] = queue.Queue()
@@ -427,7 +522,7 @@ def run_ffmpeg(
             if line is None:
                 stdout_open = False
                 continue
-            seconds = _out_time_seconds(line)
+            seconds = _out_time_seconds(line, seconds_per_frame)
             if seconds is not None:
                 report(seconds)
     finally:

@@ -8,7 +8,7 @@ import logging
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from services.playlists import (
     MASTER_PLAYLIST,
     MEDIA_PLAYLIST,
     Bitrates,
+    init_section,
     measure_bitrates,
     parse_media_playlist,
     subtitle_entries,
@@ -71,14 +72,17 @@ class SegmentsWritten:
     with its last thumbnail, near the end of the video.
     """
 
-    def __init__(self, folder: Path, segment_format: SegmentFormat, segment_seconds: int) -> None:
+    def __init__(
+        self, folder: Path, segment_format: SegmentFormat, segment_seconds: int, first: int = 0
+    ) -> None:
         self.folder = folder
         self.suffix = ".m4s" if segment_format == "fmp4" else ".ts"
         self.segment_seconds = segment_seconds
+        self.first = first  # the first segment's number (a part's continue the one before)
         self.complete = 0
 
     def __call__(self) -> float:
-        while (self.folder / f"seg_{self.complete + 1:05d}{self.suffix}").exists():
+        while (self.folder / f"seg_{self.first + self.complete + 1:05d}{self.suffix}").exists():
             self.complete += 1
         return float(self.complete * self.segment_seconds)
 
@@ -192,33 +196,27 @@ def _write_subtitles(
     return written
 
 
-def _init_name(name: str, variants: int) -> str:
-    # ffmpeg expands %v in the init file's name only when there are several variants.
-    return f"init_{name}.mp4" if variants > 1 else "init.mp4"
-
-
 def _dash(
     out_dir: Path,
     info: MediaInfo,
     segment_seconds: int,
-    renditions: Sequence[Rendition],
-    audio: Sequence[AudioRendition],
+    plan: TranscodePlan,
     measured: Sequence[Bitrates],
     audio_measured: Sequence[Bitrates],
     subtitles: Sequence[tuple[SubtitleRendition, str]],
+    clock_start: float,
 ) -> str:
-    variants = len(renditions) + len(audio)
-
     def representation(name: str, bitrates: Bitrates) -> Representation:
-        playlist = parse_media_playlist((out_dir / name / MEDIA_PLAYLIST).read_text())
-        return Representation(name, _init_name(name, variants), playlist, bitrates)
+        text = (out_dir / name / MEDIA_PLAYLIST).read_text()
+        return Representation(name, init_section(text), parse_media_playlist(text), bitrates)
 
     manifest = write_dash_manifest(
         info.duration,
         segment_seconds,
-        [(r, representation(r.name, m)) for r, m in zip(renditions, measured, strict=True)],
-        [(a, representation(a.name, m)) for a, m in zip(audio, audio_measured, strict=True)],
+        [(r, representation(r.name, m)) for r, m in zip(plan.renditions, measured, strict=True)],
+        [(a, representation(a.name, m)) for a, m in zip(plan.audio, audio_measured, strict=True)],
         subtitles,
+        clock_start=clock_start,
     )
     (out_dir / DASH_MANIFEST).write_text(manifest)
     return DASH_MANIFEST
@@ -256,6 +254,63 @@ def quality_receipts(
         return [None] * len(renditions)
 
 
+@dataclass(frozen=True)
+class TranscodePlan:
+    """Everything a transcode decides before ffmpeg runs; kept on the transcode stage's row
+    (its resume state) so that every part, on any host, encodes exactly the same ladder."""
+
+    renditions: tuple[Rendition, ...]
+    audio: tuple[AudioRendition, ...]
+    subtitles: tuple[SubtitleRendition, ...]
+    picture: PicturePlan | None
+    storyboard: StoryboardPlan | None
+    segment_format: SegmentFormat
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TranscodePlan:
+        picture, storyboard = record.get("picture"), record.get("storyboard")
+        return cls(
+            renditions=tuple(Rendition(**r) for r in record["renditions"]),
+            audio=tuple(AudioRendition(**a) for a in record["audio"]),
+            subtitles=tuple(SubtitleRendition(**t) for t in record["subtitles"]),
+            picture=PicturePlan(**picture) if picture else None,
+            storyboard=StoryboardPlan(**storyboard) if storyboard else None,
+            segment_format=record["segment_format"],
+        )
+
+
+def plan_transcode(
+    source: Callable[[], Path],
+    settings: Settings,
+    *,
+    info: MediaInfo,
+    requested: Sequence[str] | None,
+    segment_format: SegmentFormat = "ts",
+    video_codecs: Sequence[VideoCodec] = ("h264",),
+    rate_control: RateControl | None = None,
+) -> TranscodePlan:
+    """The ladder, sound and subtitle tracks, picture and storyboard of a transcode of `info`.
+    `source` gives the file itself, asked for only when the picture needs idet (a file that
+    does not declare its field order)."""
+    picture = None
+    if info.video is not None:
+        picture = picture_plan_for(source(), info, settings) if needs_idet(info) else plan_picture(info)
+    ladder = plan_ladder(
+        info, requested, codecs=video_codecs, rate_control=rate_control or DEFAULT_RATE_CONTROL
+    )
+    return TranscodePlan(
+        renditions=tuple(ladder),
+        audio=tuple(plan_audio(info)),
+        subtitles=tuple(plan_subtitles(info)),
+        picture=picture,
+        storyboard=storyboard_plan_for(info, settings),
+        segment_format=segment_format,
+    )
+
+
 def transcode_to_hls(
     source: Path,
     out_dir: Path,
@@ -266,6 +321,31 @@ def transcode_to_hls(
     segment_format: SegmentFormat = "ts",
     video_codecs: Sequence[VideoCodec] = ("h264",),
     rate_control: RateControl | None = None,
+    on_progress: Callable[[float], None],
+    should_stop: Callable[[], bool],
+) -> dict[str, Any]:
+    """transcode_whole with the plan made here (see plan_transcode)."""
+    plan = plan_transcode(
+        lambda: source,
+        settings,
+        info=info,
+        requested=requested,
+        segment_format=segment_format,
+        video_codecs=video_codecs,
+        rate_control=rate_control,
+    )
+    return transcode_whole(
+        source, out_dir, settings, info=info, plan=plan, on_progress=on_progress, should_stop=should_stop
+    )
+
+
+def transcode_whole(
+    source: Path,
+    out_dir: Path,
+    settings: Settings,
+    *,
+    info: MediaInfo,
+    plan: TranscodePlan,
     on_progress: Callable[[float], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
@@ -280,15 +360,10 @@ def transcode_to_hls(
     """
     # ffmpeg's HLS muxer makes the rendition folders, but the image and WebVTT muxers none.
     out_dir.mkdir(parents=True, exist_ok=True)
-    renditions = plan_ladder(
-        info, requested, codecs=video_codecs, rate_control=rate_control or DEFAULT_RATE_CONTROL
-    )
-    audio = plan_audio(info)
-    subtitles = plan_subtitles(info)
+    renditions, audio, subtitles = plan.renditions, plan.audio, plan.subtitles
+    segment_format, picture, storyboard = plan.segment_format, plan.picture, plan.storyboard
     for subtitle in subtitles:
         (out_dir / subtitle.name).mkdir(exist_ok=True)
-    picture = picture_plan_for(source, info, settings)
-    storyboard = storyboard_plan_for(info, settings)
     args = build_hls_command(
         source,
         info,
@@ -321,26 +396,50 @@ def transcode_to_hls(
         if renditions and subtitles
         else None
     )
+    receipts: list[dict[str, Any] | None] = [None] * len(renditions)
+    if settings.quality_receipts and picture is not None:
+        receipts = quality_receipts(source, out_dir, info, picture, renditions, settings, should_stop)
+    output = ladder_output(
+        out_dir, info, plan, settings, measured, audio_measured, mpegts_start=mpegts_start, receipts=receipts
+    )
+    on_progress(100.0)
+    return output
+
+
+def ladder_output(
+    out_dir: Path,
+    info: MediaInfo,
+    plan: TranscodePlan,
+    settings: Settings,
+    measured: Sequence[Bitrates],
+    audio_measured: Sequence[Bitrates],
+    *,
+    mpegts_start: float | None,
+    receipts: Sequence[dict[str, Any] | None],
+    clock_start: float = 0.0,
+) -> dict[str, Any]:
+    """Once every rendition's media playlist is in out_dir (and, from the source, each subtitle
+    track's WebVTT, the poster and the sprite): the subtitle renditions, the master, the DASH
+    manifest and the storyboard's WebVTT are written there, and what the stage records is
+    returned. `clock_start` is where the segments' timeline starts (a stitched job's parts
+    keep the source's clock)."""
+    renditions, audio, subtitles = plan.renditions, plan.audio, plan.subtitles
     written_subtitles = _write_subtitles(out_dir, subtitles, mpegts_start, info.duration)
     master = write_master_playlist(
         renditions,
         measured,
         audio=list(zip(audio, audio_measured, strict=True)),
         subtitles=subtitle_entries(subtitles),
-        fmp4=segment_format == "fmp4",
+        fmp4=plan.segment_format == "fmp4",
     )
     (out_dir / MASTER_PLAYLIST).write_text(master)
     dash = None
-    if segment_format == "fmp4":
+    if plan.segment_format == "fmp4":
         vtts = [(s, w["vtt"]) for s, w in zip(subtitles, written_subtitles, strict=True)]
         dash = _dash(
-            out_dir, info, settings.segment_seconds, renditions, audio, measured, audio_measured, vtts
+            out_dir, info, settings.segment_seconds, plan, measured, audio_measured, vtts, clock_start
         )
-    stills = _stills(out_dir, storyboard, info.duration)
-    receipts: list[dict[str, Any] | None] = [None] * len(renditions)
-    if settings.quality_receipts and picture is not None:
-        receipts = quality_receipts(source, out_dir, info, picture, renditions, settings, should_stop)
-    on_progress(100.0)
+    stills = _stills(out_dir, plan.storyboard, info.duration)
     return {
         "renditions": [
             asdict(r) | _rates(with_audio(m, audio_measured)) | {"quality": q}
@@ -348,45 +447,38 @@ def transcode_to_hls(
         ],
         "audio": [asdict(a) | _rates(m) for a, m in zip(audio, audio_measured, strict=True)],
         "subtitles": written_subtitles,
-        "segment_format": segment_format,
+        "segment_format": plan.segment_format,
         "dash": dash,
-        "picture": asdict(picture) if picture is not None else None,
+        "picture": asdict(plan.picture) if plan.picture is not None else None,
     } | stills
 
 
 def transcode_job(
-    source_key: str,
+    source: Path,
     workspace: Workspace,
     prefix: str,
     scratch: Path,
     settings: Settings,
     *,
     info: MediaInfo,
-    requested: Sequence[str] | None,
-    segment_format: SegmentFormat,
-    video_codecs: Sequence[VideoCodec] = ("h264",),
-    rate_control: RateControl | None = None,
+    plan: TranscodePlan,
     on_progress: Callable[[float], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
-    """The transcode stage: the source copied from the workspace into scratch (ffmpeg reads
-    only files Conveyor hands it), the ladder written into scratch and mirrored to `prefix`
-    (the attempt's own) as it is written. Half a ladder is never recorded: the stage's output,
-    which names `prefix`, exists only once every file is up."""
-    source = workspace.get_file(source_key, scratch / "source", should_stop=should_stop)
+    """The transcode of a source of one part, whole, in this attempt: the ladder written into
+    scratch and mirrored to `prefix` (the attempt's own) as it is written. Half a ladder is
+    never recorded: the stage's output, which names `prefix`, exists only once every file is
+    up."""
     out_dir = scratch / "hls"
     out_dir.mkdir()
     with FolderUploader(out_dir, workspace, prefix, should_stop=should_stop) as uploads:
         try:
-            output = transcode_to_hls(
+            output = transcode_whole(
                 source,
                 out_dir,
                 settings,
                 info=info,
-                requested=requested,
-                segment_format=segment_format,
-                video_codecs=video_codecs,
-                rate_control=rate_control,
+                plan=plan,
                 on_progress=lambda percent: on_progress(min(percent, 99.0)),
                 # A failed upload stops ffmpeg now: the attempt cannot succeed any more.
                 should_stop=lambda: should_stop() or uploads.failed,

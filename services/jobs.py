@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Select, bindparam, case, func, insert, litera
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
-from models import STAGE_NAMES, Base, Job, JobStage
+from models import STAGE_NAMES, Base, Job, JobStage, LeasedWork
 from services.playback import PlaybackLinks
 from services.queue_stats import Waiting, priority_rank, recent_means, running_now, waiting_from
 
@@ -202,21 +202,60 @@ def job_progress(job: Job) -> float:
 def current_stage(job: Job) -> str | None:
     """The stage the job is at: the first one not finished (the failed one for a failed job)."""
     for stage in job.stages:
-        if stage.status in ("queued", "running", "failed", "canceled"):
+        if stage.status in ("queued", "waiting", "running", "failed", "canceled"):
             return stage.name
     return None
 
 
+def node_name(worker: str | None) -> str | None:
+    """The Celery node (`name@host`) of a claim's worker id (`name@host:task-id`)."""
+    return None if worker is None else worker.rsplit(":", 1)[0]
+
+
 def stage_to_dict(stage: JobStage) -> dict[str, Any]:
     error = {"code": stage.error_code, "message": stage.error_message} if stage.error_code else None
-    return {
+    shown = {
         "name": stage.name,
         "status": stage.status,
         "attempts": stage.attempts,
+        "worker": node_name(stage.worker),
         "progress": round(stage.progress, 1),
         "started_at": _iso(stage.started_at),
         "finished_at": _iso(stage.finished_at),
         "error": error,
+    }
+    if stage.name == "transcode":
+        shown["parts"] = parts_to_dicts(stage)
+    return shown
+
+
+def parts_to_dicts(stage: JobStage) -> list[dict[str, Any]]:
+    """The transcode's parts; a transcode of one part (run whole, with no rows of parts) shows
+    itself as that part once it has started."""
+    if stage.started_at is None:
+        return []
+    if not stage.job.parts:
+        return [_part_to_dict(stage, index=0, kind="video", start=0.0, end=None)]
+    return [
+        _part_to_dict(part, index=part.index, kind=part.kind, start=part.start_seconds, end=part.end_seconds)
+        for part in stage.job.parts
+    ]
+
+
+def _part_to_dict(
+    work: LeasedWork, *, index: int, kind: str, start: float, end: float | None
+) -> dict[str, Any]:
+    return {
+        "index": index,
+        "kind": kind,
+        "start_seconds": round(start, 3),
+        "end_seconds": None if end is None else round(end, 3),
+        "status": work.status,
+        "attempts": work.attempts,
+        "worker": node_name(work.worker),
+        "progress": round(work.progress, 1),
+        "started_at": _iso(work.started_at),
+        "finished_at": _iso(work.finished_at),
     }
 
 

@@ -120,6 +120,7 @@ def retry_inputs(job: Job) -> list[str]:
         needed.append(str(outputs["fetch"]["key"]))
     if "transcode" in before:
         needed.append(str(outputs["transcode"]["prefix"]))
+        needed += [str(folder) for folder in outputs["transcode"].get("parts", ())]
     return list(dict.fromkeys(needed))
 
 

@@ -12,15 +12,37 @@ with one, the same ffmpeg encodes it beside the video.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from services.contract.parts import PartPlan
 from services.probe import MediaInfo
+from services.storyboard import StoryboardPlan, Thumbnails, poster_time
 
 # Demuxers of raw elementary streams: no index, and no timestamps to seek by.
 UNSEEKABLE_DEMUXERS = frozenset(
     {"h264", "hevc", "mpegvideo", "m4v", "rawvideo", "yuv4mpegpipe", "mjpeg", "vc1", "dirac", "av1"}
 )
 VIDEO, SOUND = "video", "sound"
+# A part decodes from the keyframe before this much ahead of its start, so the frames at its
+# start decode whole (their references, B-frame reordering) whatever the source's GOP.
+PREROLL_SECONDS = 1.0
+# A part stops reading this long past its end: frames are read in decode order, a little
+# behind their presentation times.
+READ_PAST_END_SECONDS = 2.0
+EPSILON = 1e-6
+
+
+@dataclass(frozen=True)
+class PartWindow:
+    """What one part's ffmpeg reads and keeps, on the source's own clock (ffmpeg's copyts)."""
+
+    start: float  # keep frames from here …
+    end: float | None  # … up to here (None: to the end of the stream)
+    seek: float  # where to start reading, from the start of the file
+    read_seconds: float | None  # how much to read from there (None: to the end)
+    first_segment: int
+    poster_at: float | None = None  # the poster's instant, when it falls in this part
+    thumbnails: Thumbnails | None = None
 
 
 def seekable(info: MediaInfo) -> bool:
@@ -64,3 +86,37 @@ def plan_parts(info: MediaInfo, *, segment_seconds: int, part_seconds: float) ->
 def sound_apart(parts: list[PartPlan]) -> bool:
     """Whether the sound is a part of its own (else the one video part encodes it too)."""
     return any(part.kind == SOUND for part in parts)
+
+
+def part_window(part: PartPlan, info: MediaInfo, storyboard: StoryboardPlan | None) -> PartWindow:
+    """The window of one part. Times in a part are the source's own (its first video frame at
+    `origin`, the video stream's start time), so every part, and the sound, share one clock."""
+    origin = info.video.start_time if info.video is not None else info.start_time
+    if part.kind == SOUND:
+        return PartWindow(start=origin, end=None, seek=0.0, read_seconds=None, first_segment=0)
+    begin, finish = part.start_seconds, part.end_seconds
+    seek = max(0.0, begin - PREROLL_SECONDS)
+    poster = poster_time(info.duration)
+    holds_poster = begin <= poster and (finish is None or poster < finish)
+    return PartWindow(
+        start=origin + begin,
+        end=None if finish is None else origin + finish,
+        seek=seek,
+        read_seconds=None if finish is None else finish - seek + READ_PAST_END_SECONDS,
+        first_segment=part.first_segment,
+        poster_at=origin + poster if storyboard is not None and holds_poster else None,
+        thumbnails=None if storyboard is None else part_thumbnails(begin, finish, origin, storyboard),
+    )
+
+
+def part_thumbnails(
+    begin: float, finish: float | None, origin: float, storyboard: StoryboardPlan
+) -> Thumbnails | None:
+    """The storyboard's thumbnails whose instants fall in [begin, finish)."""
+    first = math.ceil(begin / storyboard.interval - EPSILON)
+    after = storyboard.count
+    if finish is not None:
+        after = min(after, math.ceil(finish / storyboard.interval - EPSILON))
+    if after <= first:
+        return None
+    return Thumbnails(first, after - first, origin + first * storyboard.interval)

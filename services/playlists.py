@@ -126,6 +126,35 @@ def parse_media_playlist(text: str) -> MediaPlaylist:
     return MediaPlaylist(target, segments)
 
 
+def init_section(text: str) -> str:
+    """The init section an fMP4 media playlist names (EXT-X-MAP), "" for MPEG-TS."""
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-MAP:"):
+            return line.partition('URI="')[2].partition('"')[0]
+    return ""
+
+
+def join_media_playlists(texts: Sequence[str]) -> str:
+    """One VOD media playlist of the parts' playlists, in order: the first one's header (its
+    version, flags and init section, the same in every part), the longest target duration, and
+    every part's segments. Each part numbers its segments on from the one before, so the join
+    is their concatenation."""
+    if not texts:
+        raise ValueError("no playlists to join")
+    header, entries = [], []
+    target = max(parse_media_playlist(text).target_duration for text in texts)
+    for index, text in enumerate(texts):
+        for raw in text.splitlines():
+            line = raw.strip()
+            if line.startswith("#EXTINF:") or (line and not line.startswith("#")):
+                entries.append(line)
+            elif index == 0 and line.startswith("#EXT-X-TARGETDURATION:"):
+                header.append(f"#EXT-X-TARGETDURATION:{target:g}")
+            elif index == 0 and line and line != "#EXT-X-ENDLIST":
+                header.append(line)
+    return "\n".join([*header, *entries, "#EXT-X-ENDLIST", ""])
+
+
 @dataclass(frozen=True)
 class Bitrates:
     peak: int  # bits/s, for BANDWIDTH

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import mimetypes
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -68,13 +68,16 @@ class LocalFolder:
 
 
 class WorkspaceFolder:
-    """An attempt's outputs in the workspace, under `prefix`."""
+    """An attempt's outputs in the workspace, under `prefix`, seen through the folders of
+    `under` where `prefix` holds no file of that name (a stitched transcode: the stitch's
+    playlists over its parts' segments)."""
 
-    def __init__(self, workspace: Workspace, prefix: str) -> None:
+    def __init__(self, workspace: Workspace, prefix: str, under: Sequence[str] = ()) -> None:
         self.workspace, self.prefix = workspace, prefix
-        self.objects: dict[str, StoredObject] = {
-            stored.key[len(prefix) :]: stored for stored in workspace.objects(prefix)
-        }
+        self.objects: dict[str, StoredObject] = {}
+        for folder in (prefix, *under):
+            for stored in workspace.objects(folder):
+                self.objects.setdefault(stored.key[len(folder) :], stored)
 
     def files(self) -> list[str]:
         return sorted(self.objects)
@@ -84,6 +87,12 @@ class WorkspaceFolder:
 
     def send(self, relative: str, client: Any, bucket: str, key: str, extra: dict[str, str]) -> None:
         self.workspace.export(self.objects[relative], client, bucket, key, extra)
+
+
+def transcoded_folder(workspace: Workspace, transcoded: dict[str, Any]) -> WorkspaceFolder:
+    """What the transcode stage recorded, as one folder: its attempt's prefix, over the parts'
+    folders when it stitched parts."""
+    return WorkspaceFolder(workspace, transcoded["prefix"], transcoded.get("parts", ()))
 
 
 def content_type(name: str) -> str:

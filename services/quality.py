@@ -26,7 +26,7 @@ import ffmpeg as ffmpeg_python
 from services.ffmpeg import run_ffmpeg, split_stream
 from services.ladder import Rendition
 from services.pictures import PicturePlan, picture_steps, scale_step, tagged_bt709
-from services.playlists import MEDIA_PLAYLIST, MediaPlaylist, parse_media_playlist
+from services.playlists import MEDIA_PLAYLIST, MediaPlaylist, init_section, parse_media_playlist
 from services.probe import MediaInfo
 
 Metric = Literal["vmaf", "psnr_ssim"]
@@ -267,14 +267,14 @@ def segment_cuts(media_dir: Path, windows: Sequence[Window], scratch: Path) -> l
     in ``scratch`` (a fragmented MP4 that plays alone)."""
     playlist_text = (media_dir / MEDIA_PLAYLIST).read_text()
     playlist = parse_media_playlist(playlist_text)
-    init = re.search(r'#EXT-X-MAP:URI="([^"]+)"', playlist_text)
+    init = init_section(playlist_text)
     cuts = []
     for window in windows:
         index, offset = locate(playlist, window)
         segment = media_dir / playlist.segments[index].uri
-        if init is not None:
+        if init:
             joined = scratch / f"{media_dir.name}-{index}.mp4"
-            joined.write_bytes((media_dir / init[1]).read_bytes() + segment.read_bytes())
+            joined.write_bytes((media_dir / init).read_bytes() + segment.read_bytes())
             segment = joined
         cuts.append(Cut(segment, offset))
     return cuts

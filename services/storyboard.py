@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import ffmpeg as ffmpeg_python
 
 POSTER_FILE = "poster.jpg"
 SPRITE_FILE = "storyboard.jpg"
 VTT_FILE = "storyboard.vtt"
+# A part of a transcode writes its thumbnails one file each, numbered as in the whole sheet.
+THUMBNAILS_DIR = "thumbs"
+THUMBNAIL_PATTERN = "thumb_%05d.jpg"
+# mjpeg quality scale (2 best … 31 worst): 3 keeps a poster sharp at a fraction of PNG's size.
+JPEG_QUALITY = 3
 # One sprite sheet, so a player fetches one image for every preview; past this many tiles
 # the interval widens instead (400 tiles of 160 px: a 1600 px wide sheet of 40 rows).
 MAX_TILES = 400
@@ -86,6 +94,50 @@ def storyboard_steps(stream: Any, plan: StoryboardPlan) -> Any:
         .filter("setsar", 1)
         .filter("tile", f"{plan.columns}x{plan.rows}", nb_frames=plan.count)
     )
+
+
+@dataclass(frozen=True)
+class Thumbnails:
+    """The storyboard thumbnails one part of a transcode takes: indices first … first + count - 1."""
+
+    first: int
+    count: int
+    at: float  # the first one's instant on the source's clock
+
+
+def thumbnail_steps(stream: Any, plan: StoryboardPlan, thumbnails: Thumbnails) -> Any:
+    """ffmpeg-python steps from one part's picture to its storyboard thumbnails, one image each,
+    tiled into the sprite once every part is done."""
+    return (
+        stream.filter(
+            "select",
+            f"lt(selected_n,{thumbnails.count})*gte(t,{thumbnails.at:.6f}+selected_n*{plan.interval:g})",
+        )
+        .filter("scale", plan.tile_width, plan.tile_height)
+        .filter("setsar", 1)
+    )
+
+
+def thumbnail_name(index: int) -> str:
+    return THUMBNAIL_PATTERN % index
+
+
+def build_tile_command(ffmpeg: str, folder: Path, plan: StoryboardPlan, dest: Path) -> list[str]:
+    """The sprite sheet of the `plan.count` thumbnails in `folder` (thumb_00000.jpg …), laid
+    out as a transcode of one part lays them."""
+    thumbnails = ffmpeg_python.input(
+        str(folder / THUMBNAIL_PATTERN), f="image2", start_number=0, protocol_whitelist="file"
+    )
+    sheet = thumbnails.filter("tile", f"{plan.columns}x{plan.rows}", nb_frames=plan.count)
+    output = ffmpeg_python.output(
+        sheet, str(dest), f="image2", update=1, **{"frames:v": 1, "c:v": "mjpeg", "q:v": JPEG_QUALITY}
+    )
+    args: list[str] = (
+        output.global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+        .overwrite_output()
+        .compile(cmd=ffmpeg)
+    )
+    return args
 
 
 def _timestamp(seconds: float) -> str:

@@ -5,6 +5,7 @@ from typing import Any
 
 from services.analyzers import AnalysisInputs, EarlierOutputs, analyze_job
 from services.probe import MediaInfo
+from services.publishing import transcoded_folder
 from tasks.base import StageContext, stage_task
 from tasks.runtime import attempt_scratch, delivery
 
@@ -15,7 +16,7 @@ def analyze(ctx: StageContext) -> dict[str, Any]:
         outputs = EarlierOutputs(
             ctx.workspace,
             source_key=ctx.outputs["fetch"]["key"],
-            hls_prefix=ctx.outputs["transcode"]["prefix"],
+            transcoded=transcoded_folder(ctx.workspace, ctx.outputs["transcode"]),
             scratch=scratch,
             should_stop=ctx.should_stop,
         )

@@ -22,12 +22,18 @@ from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from models import JobPart, JobStage
 from services.config import Settings, get_settings
 from services.contract import (
     Claim,
+    ClaimOutcome,
+    PartPlan,
     Transition,
     cancel_requested,
+    claim_part,
     claim_stage,
     complete_stage,
     fail_stage,
@@ -37,14 +43,16 @@ from services.contract import (
     renew_lease,
     requeue_stage,
     stage_outputs,
+    start_parts,
 )
+from services.contract.records import TRANSCODE
 from services.errors import ConveyorError, StageTimeout
 from services.jobs import get_job, job_to_dict
 from services.logs import log_context
 from services.stopping import CANCELED, LEASE_EXPIRED, LOST, StopSignal
 from services.workspace import Workspace
 from tasks import app
-from tasks.pipeline import dispatch_all
+from tasks.pipeline import dispatch_all, part_task_name
 from tasks.runtime import session_factory, workspace
 
 log = logging.getLogger("conveyor.stage")
@@ -80,6 +88,12 @@ class StageContext:
     settings: Settings
     workspace: Workspace
     tries: int = 1  # attempts used since the job was last retried, this one included
+    # What the stage's earlier attempts left it (services.stage_state); for a part, the
+    # transcode stage's plan.
+    resume_state: dict[str, Any] | None = None
+    part: PartPlan | None = None  # the part this attempt runs, for a part of a transcode
+    parts: list[PartRow] = field(default_factory=list)  # the transcode stage's parts, so far
+    time_limit: float | None = None  # seconds this attempt may run (a part's scale with it)
     stop_signal: StopSignal = field(default_factory=StopSignal)
     _progress: float = 0.0
 
@@ -98,6 +112,25 @@ class StageContext:
 
     def should_stop(self) -> bool:
         return self.stop_signal()
+
+
+@dataclass(frozen=True)
+class PartRow:
+    """A part of the transcode as its stage sees it."""
+
+    index: int
+    kind: str
+    status: str
+    output: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class PlannedParts:
+    """What a transcode stage's body returns instead of an output when its work is to be done in
+    parts: the parts, and the plan every part and the stitch read (the stage's resume state)."""
+
+    plans: list[PartPlan]
+    resume_state: dict[str, Any]
 
 
 class Heartbeat(threading.Thread):
@@ -155,7 +188,8 @@ class Heartbeat(threading.Thread):
         self.join(timeout=HEARTBEAT_JOIN_SECONDS)
 
 
-StageBody = Callable[[StageContext], dict[str, Any]]
+StageBody = Callable[[StageContext], "dict[str, Any] | PlannedParts"]
+Take = Callable[[Session, str], ClaimOutcome]
 
 
 def worker_name(task: Task) -> str:
@@ -168,33 +202,59 @@ def backoff_seconds(first: float, attempt: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def _claim(task: Task, stage: str, job_id: uuid.UUID, max_attempts: int) -> StageContext | None:
+def _parts_of(session: Session, job_id: uuid.UUID) -> list[PartRow]:
+    rows = session.execute(
+        select(JobPart.index, JobPart.kind, JobPart.status, JobPart.output)
+        .where(JobPart.job_id == job_id)
+        .order_by(JobPart.index)
+    )
+    return [PartRow(*row) for row in rows]
+
+
+def _part_plan(session: Session, claim: Claim) -> tuple[PartPlan, dict[str, Any] | None]:
+    """The claimed part, and the plan its transcode stage kept."""
+    part = session.execute(
+        select(JobPart).where(JobPart.job_id == claim.job_id, JobPart.index == claim.part)
+    ).scalar_one()
+    plan = session.scalar(
+        select(JobStage.resume_state).where(JobStage.job_id == claim.job_id, JobStage.name == TRANSCODE)
+    )
+    return (
+        PartPlan(
+            part.index, part.kind, part.start_seconds, part.end_seconds, part.span_seconds, part.first_segment
+        ),
+        plan,
+    )
+
+
+def _claim(task: Task, stage: str, take: Take) -> StageContext | None:
     settings = get_settings()
     with session_factory().begin() as session:
-        outcome = claim_stage(
-            session,
-            job_id,
-            stage,
-            worker=worker_name(task),
-            lease_seconds=settings.stage_lease_seconds,
-            max_attempts=max_attempts,
-        )
-        claim, job = outcome.claim, get_job(session, job_id) if outcome.claim else None
+        outcome = take(session, worker_name(task))
+        claim = outcome.claim
+        job = get_job(session, claim.job_id) if claim is not None else None
         ctx = None
         if claim is not None and job is not None:
             ctx = StageContext(
-                job_id=job_id,
+                job_id=claim.job_id,
                 stage=stage,
                 attempt=claim.attempt,
                 tries=claim.tries,
-                max_attempts=max_attempts,
+                max_attempts=max_attempts_for(stage, settings),
                 job=job_to_dict(job),
                 source=job.source,
                 options=job.options,
-                outputs=stage_outputs(session, job_id),
+                outputs=stage_outputs(session, claim.job_id),
                 settings=settings,
                 workspace=workspace(),
+                time_limit=settings.time_limits(stage)[0],
             )
+            if claim.part is not None:
+                ctx.part, ctx.resume_state = _part_plan(session, claim)
+                ctx.time_limit = settings.part_time_limits(ctx.part.span_seconds)[0]
+            else:
+                ctx.resume_state = next(s.resume_state for s in job.stages if s.name == stage)
+                ctx.parts = _parts_of(session, claim.job_id) if stage == TRANSCODE else []
     dispatch_all(outcome.dispatches)
     if ctx is None:
         log.info("stage not claimable: nothing to do", extra={"reason": outcome.refused})
@@ -208,19 +268,19 @@ def _record(transition: Callable[[Any], Transition]) -> Transition:
     return done
 
 
-def run_stage(
-    task: Task, stage: str, job_id_text: str, body: StageBody, *, max_attempts: int, first_backoff: float
-) -> None:
+def run_stage(task: Task, stage: str, take: Take, body: StageBody, *, first_backoff: float) -> None:
+    """Claim (with `take`), run the body beside its heartbeat, and record how it ended."""
     # What follows this stage is sent from what PostgreSQL decides, logged as every send is;
     # the chain in the message would send it a second time, unlogged.
     task.request.chain = None
-    job_id = uuid.UUID(job_id_text)
-    with log_context(job_id=job_id_text, stage=stage):
-        claimed_at = time.monotonic()
-        ctx = _claim(task, stage, job_id, max_attempts)
-        if ctx is None:
-            return
-        claim = Claim(job_id, stage, ctx.attempt, worker_name(task), ctx.tries)
+    claimed_at = time.monotonic()
+    ctx = _claim(task, stage, take)
+    if ctx is None:
+        return
+    part = None if ctx.part is None else ctx.part.index
+    claim = Claim(ctx.job_id, stage, ctx.attempt, worker_name(task), ctx.tries, part=part)
+    fields = {"job_id": str(ctx.job_id)} | ({} if part is None else {"part": str(part)})
+    with log_context(**fields):
         log.info("stage started", extra={"attempt": claim.attempt})
         heartbeat = Heartbeat(ctx, claim, claimed_at)
         heartbeat.start()
@@ -228,10 +288,13 @@ def run_stage(
             output = body(ctx)
         except Exception as exc:
             heartbeat.finish()
-            _after_failure(claim, ctx, exc, max_attempts, first_backoff)
+            _after_failure(claim, ctx, exc, ctx.max_attempts, first_backoff)
         else:
             heartbeat.finish()
-            _complete(claim, output)
+            if isinstance(output, PlannedParts):
+                _plan(claim, output)
+            else:
+                _complete(claim, output)
         finally:
             heartbeat.finish()  # also when a SystemExit or KeyboardInterrupt leaves the worker
 
@@ -267,6 +330,16 @@ def _complete(claim: Claim, output: dict[str, Any]) -> None:
         log.info("stage succeeded", extra={"attempt": claim.attempt})
 
 
+def _plan(claim: Claim, planned: PlannedParts) -> None:
+    done = _record(lambda session: start_parts(session, claim, planned.plans, planned.resume_state))
+    if done.canceled:
+        log.info("the job was canceled while its parts were planned")
+    elif not done.applied:
+        log.warning("parts planned but the stage's lease was taken meanwhile; plan discarded")
+    else:
+        log.info("transcode in parts", extra={"parts": len(planned.plans)})
+
+
 def _requeue(claim: Claim, error: ConveyorError, delay: float) -> None:
     log.warning(
         "transient failure; retrying", extra={"code": error.code, "error": error.message, "delay": delay}
@@ -299,14 +372,19 @@ def stage_task(stage: str) -> Callable[[StageBody], Task]:
     def register(body: StageBody) -> Task:
         def run(self: Task, job_id: str) -> None:
             settings = get_settings()
-            run_stage(
-                self,
-                stage,
-                job_id,
-                body,
-                max_attempts=max_attempts_for(stage, settings),
-                first_backoff=settings.retry_backoff_seconds,
-            )
+
+            def take(session: Session, worker: str) -> ClaimOutcome:
+                return claim_stage(
+                    session,
+                    uuid.UUID(job_id),
+                    stage,
+                    worker=worker,
+                    lease_seconds=settings.stage_lease_seconds,
+                    max_attempts=max_attempts_for(stage, settings),
+                )
+
+            with log_context(job_id=job_id, stage=stage):
+                run_stage(self, stage, take, body, first_backoff=settings.retry_backoff_seconds)
 
         run.__name__ = run.__qualname__ = body.__name__
         run.__doc__ = body.__doc__
@@ -314,6 +392,39 @@ def stage_task(stage: str) -> Callable[[StageBody], Task]:
         # Every stage is asked to stop at its soft limit (-> `timeout`) and killed at the hard one.
         task = app.task(
             name=f"pipeline.{stage}", bind=True, acks_late=True, soft_time_limit=soft, time_limit=hard
+        )
+        return task(run)  # type: ignore[no-any-return]
+
+    return register
+
+
+def part_task(stage: str) -> Callable[[StageBody], Task]:
+    """Register the body of one part of a stage as the Celery task `pipeline.<stage>_part`: its
+    one argument is the part's row id; its time limits come with each message (the part's
+    length scales them), these being those of a part of PART_SECONDS."""
+
+    def register(body: StageBody) -> Task:
+        def run(self: Task, part_id: str) -> None:
+            settings = get_settings()
+
+            def take(session: Session, worker: str) -> ClaimOutcome:
+                return claim_part(
+                    session,
+                    int(part_id),
+                    worker=worker,
+                    lease_seconds=settings.stage_lease_seconds,
+                    max_attempts=max_attempts_for(stage, settings),
+                )
+
+            with log_context(stage=stage):
+                run_stage(self, stage, take, body, first_backoff=settings.retry_backoff_seconds)
+
+        run.__name__ = run.__qualname__ = body.__name__
+        run.__doc__ = body.__doc__
+        settings = get_settings()
+        soft, hard = settings.part_time_limits(settings.part_seconds)
+        task = app.task(
+            name=part_task_name(stage), bind=True, acks_late=True, soft_time_limit=soft, time_limit=hard
         )
         return task(run)  # type: ignore[no-any-return]
 

@@ -18,6 +18,7 @@ from redis.retry import Retry
 from celeryconfig import STAGE_QUEUES
 from models import STAGE_NAMES
 from services.broker import push_stage, redis_envelope
+from services.config import get_settings
 from services.contract import Dispatch
 from services.queue_stats import priority_rank
 from tasks import app
@@ -49,9 +50,14 @@ def broker_client() -> redis.Redis:
     )
 
 
+def part_task_name(stage: str) -> str:
+    return f"pipeline.{stage}_part"
+
+
 def send_stages(dispatch: Dispatch) -> int:
     """Send the dispatched stage with the stages after it embedded as its chain, as
-    `celery.chain` would: each link takes job_id only and keeps the priority.
+    `celery.chain` would: each link takes job_id only and keeps the priority. A part of a
+    stage goes alone, to its stage's queue.
 
     Celery builds the message (protocol 2), with the message id the stage row names as its
     task id; it goes to Redis as one LPUSH in kombu's layout, logged as sent in the same
@@ -63,14 +69,27 @@ def send_stages(dispatch: Dispatch) -> int:
     job_id, priority = dispatch.job_id, dispatch.priority
     first, *rest = STAGE_NAMES[STAGE_NAMES.index(dispatch.stage) :]
     level = broker_priority(priority)
-    message = app.amqp.create_task_message(
-        str(dispatch.message_id),
-        f"pipeline.{first}",
-        (str(job_id),),
-        # Celery pops the next link from the end of the list.
-        chain=[stage_signature(job_id, stage, priority) for stage in reversed(rest)],
-        ignore_result=app.conf.task_ignore_result,
-    )
+    if dispatch.part_id is not None:
+        # A part: its row's id only, no chain (the last part to finish queues the stitch), and
+        # time limits that follow its length.
+        soft, hard = get_settings().part_time_limits(dispatch.part_seconds or 0.0)
+        message = app.amqp.create_task_message(
+            str(dispatch.message_id),
+            part_task_name(first),
+            (str(dispatch.part_id),),
+            soft_time_limit=soft,
+            time_limit=hard,
+            ignore_result=app.conf.task_ignore_result,
+        )
+    else:
+        message = app.amqp.create_task_message(
+            str(dispatch.message_id),
+            f"pipeline.{first}",
+            (str(job_id),),
+            # Celery pops the next link from the end of the list.
+            chain=[stage_signature(job_id, stage, priority) for stage in reversed(rest)],
+            ignore_result=app.conf.task_ignore_result,
+        )
     queue = STAGE_QUEUES[first]
     envelope = redis_envelope(message.headers, message.properties, message.body, queue, level)
     return push_stage(broker_client(), queue, level, envelope, dispatch.message_id)

@@ -18,7 +18,7 @@ from models import make_engine, make_session_factory
 from services.config import get_settings
 from services.storage import Delivery, ensure_bucket, make_delivery
 from services.workspace import Workspace, open_workspace
-from services.workspace.scratch import Scratch
+from services.workspace.scratch import KeptSource, Scratch
 
 if TYPE_CHECKING:
     from tasks.base import StageContext
@@ -51,10 +51,16 @@ def scratch() -> Scratch:
     return made
 
 
+@lru_cache(maxsize=1)
+def kept_source() -> KeptSource:
+    return KeptSource(scratch())
+
+
 @contextlib.contextmanager
 def attempt_scratch(ctx: StageContext) -> Iterator[Path]:
-    """A folder in this process's scratch for one stage attempt, removed when it ends."""
-    with scratch().folder(f"{ctx.job_id}-{ctx.stage}-{ctx.attempt}") as folder:
+    """A folder in this process's scratch for one stage (or part) attempt, removed when it ends."""
+    part = "" if ctx.part is None else f"-part{ctx.part.index}"
+    with scratch().folder(f"{ctx.job_id}-{ctx.stage}{part}-{ctx.attempt}") as folder:
         yield folder
 
 

@@ -231,6 +231,22 @@ def workers(worker_pool: WorkerPool) -> WorkerProcess:
     return worker_pool.ensure_default()
 
 
+@pytest.fixture
+def video_hosts(workers: WorkerProcess) -> Iterator[list[WorkerProcess]]:
+    """The `video` queue served by two workers alone (concurrency 1 each), planning parts of
+    4 s (two segments): every job longer than that is transcoded in parts across them."""
+    with queue_taken_off("video", workers.name):
+        hosts = [
+            start_worker(f"parts-{name}", "video", concurrency=1, env={"PART_SECONDS": "4"})
+            for name in ("a", "b")
+        ]
+        try:
+            yield hosts
+        finally:
+            for host in hosts:
+                stop_worker(host)
+
+
 @pytest.fixture(scope="session")
 def api_url(database: str, s3_server: str) -> Iterator[str]:
     from api import create_app

@@ -97,3 +97,14 @@ def make_multilingual_clip(
         check=True,
     )  # fmt: skip
     return path
+
+
+def understate_duration(source: Path, dest: Path, seconds: float) -> Path:
+    """The Matroska ``source`` with its segment's Duration saying it lasts ``seconds``, while
+    its clusters hold what they held: a container that lies about its length (Matroska gives
+    its tracks no duration of their own to check it by)."""
+    data = bytearray(source.read_bytes())
+    at = data.index(b"\x44\x89\x88") + 3  # Duration, an 8-byte float in milliseconds
+    data[at : at + 8] = struct.pack(">d", seconds * 1000)
+    dest.write_bytes(bytes(data))
+    return dest

@@ -14,6 +14,7 @@ caller sends it after the commit, never before (a message must not overtake its 
 """
 
 from services.contract.cancel import cancel_job, finish_cancel, request_cancel
+from services.contract.parts import PartPlan
 from services.contract.records import (
     ACTIVE_JOB_STATUSES,
     NOTIFY,
@@ -30,6 +31,7 @@ from services.contract.records import (
 )
 from services.contract.stages import (
     cancel_requested,
+    claim_part,
     claim_stage,
     complete_stage,
     fail_stage,
@@ -38,6 +40,7 @@ from services.contract.stages import (
     renew_lease,
     requeue_stage,
     stage_outputs,
+    start_parts,
 )
 
 __all__ = [
@@ -47,9 +50,11 @@ __all__ = [
     "ClaimOutcome",
     "Dispatch",
     "JobState",
+    "PartPlan",
     "Transition",
     "cancel_job",
     "cancel_requested",
+    "claim_part",
     "claim_stage",
     "complete_stage",
     "fail_stage",
@@ -65,4 +70,5 @@ __all__ = [
     "request_cancel",
     "requeue_stage",
     "stage_outputs",
+    "start_parts",
 ]

@@ -24,6 +24,7 @@ from services.contract.records import (
     owned,
     queue_notification,
     record_event,
+    work_of,
 )
 
 
@@ -111,7 +112,7 @@ def finish_cancel(
     job = lock_job(session, claim.job_id)
     if job is None or not job.cancel_requested or not job.live:
         return Transition(False)
-    ours = session.scalar(select(JobStage.id).where(owned(claim)))
+    ours = session.scalar(select(work_of(claim).id).where(owned(claim)))
     if ours is None:
         return Transition(False)
     if body_finished:

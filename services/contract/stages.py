@@ -5,6 +5,7 @@ Each is one UPDATE guarded by the owner (see records.owned): a stale attempt cha
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +15,13 @@ from sqlalchemy.orm import Session
 from models import Job, JobPart, JobStage, StageAttempt
 from services.clock import DATABASE_CLOCK, Clock
 from services.contract.cancel import cancel_if_idle, finish_cancel
-from services.contract.parts import complete_part, fail_parts_stage, report_parts_progress
+from services.contract.parts import (
+    PartPlan,
+    complete_part,
+    fail_parts_stage,
+    report_parts_progress,
+    spawn_parts,
+)
 from services.contract.records import (
     FINISHED_STAGE_STATUSES,
     LAST_WORK_STAGE,
@@ -300,6 +307,26 @@ def complete_stage(
         dispatches = [queued] if queued else []
     session.execute(update(Job).where(Job.id == claim.job_id).values(updated_at=now))
     return Transition(True, dispatches=dispatches)
+
+
+def start_parts(
+    session: Session,
+    claim: Claim,
+    plans: Sequence[PartPlan],
+    resume_state: dict[str, Any],
+    *,
+    clock: Clock = DATABASE_CLOCK,
+) -> Transition:
+    """The transcode stage's planning attempt ends: its plan is kept on the stage's row (every
+    part and the stitch read it), its parts are queued, and the stage waits for them. A job
+    canceled meanwhile ends canceled instead."""
+    canceled = _cancel_instead(session, claim, clock, body_finished=True)
+    if canceled is not None:
+        return canceled
+    job = lock_job(session, claim.job_id)
+    assert job is not None  # _cancel_instead found it, and holds its lock
+    session.execute(update(JobStage).where(owned(claim)).values(resume_state=resume_state))
+    return spawn_parts(session, job, claim, plans, clock)
 
 
 def requeue_stage(

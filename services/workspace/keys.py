@@ -3,6 +3,8 @@ shares nothing else still agrees on the names.
 
     jobs/<job_id>/source/<file>               an upload, written by the API before its job row
     jobs/<job_id>/<stage>/<attempt>/<file>    everything one attempt of one stage wrote
+    jobs/<job_id>/<stage>/parts/<index>/<attempt>/<file>
+                                              … and of one part of a stage (a transcode's)
 
 An attempt writes only under its own prefix, so no attempt ever overwrites or deletes what an
 earlier or a later one wrote; the stage's recorded output names the keys of the attempt that
@@ -37,6 +39,13 @@ def attempt_prefix(job_id: uuid.UUID, stage: str, attempt: int) -> str:
     if attempt < 1:
         raise ValueError(f"attempts count from 1, not {attempt}")
     return f"{JOBS}/{job_id}/{stage}/{attempt}/"
+
+
+def part_prefix(job_id: uuid.UUID, stage: str, index: int, attempt: int) -> str:
+    """Everything one attempt of one part of a stage wrote (beside the stage's own attempts)."""
+    if attempt < 1:
+        raise ValueError(f"attempts count from 1, not {attempt}")
+    return f"{JOBS}/{job_id}/{stage}/parts/{index}/{attempt}/"
 
 
 def upload_key(job_id: uuid.UUID, filename: str) -> str:

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from services.workspace.base import StopCheck, Workspace, never
 from services.workspace.streams import full_disk_is_transient
 
 
@@ -51,3 +52,37 @@ class Scratch:
         if self._root is not None and self._pid == os.getpid():
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
+
+
+class KeptSource:
+    """The source of the last part this process ran, kept in its scratch: the parts of one job
+    that land on one process download the source once. A key names one attempt's output,
+    which never changes, so a kept copy is never stale; only one is kept, to bound the disk."""
+
+    def __init__(self, scratch: Scratch) -> None:
+        self.scratch = scratch
+        self.key: str | None = None
+        self.path: Path | None = None
+        self._pid = 0
+
+    def get(self, workspace: Workspace, key: str, *, should_stop: StopCheck = never) -> Path:
+        if self._pid == os.getpid() and self.key == key and self.path is not None and self.path.is_file():
+            return self.path
+        self.drop()
+        with full_disk_is_transient("The scratch folder"):
+            folder = Path(tempfile.mkdtemp(prefix="kept-source-", dir=self.scratch.root))
+        try:
+            # Downloaded under another name: a stopped download is never taken for the source.
+            downloaded = workspace.get_file(key, folder / "download", should_stop=should_stop)
+            path = downloaded.rename(folder / "source")
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self.key, self.path, self._pid = key, path, os.getpid()
+        return path
+
+    def drop(self) -> None:
+        """Remove the kept copy (never one another process kept before a fork)."""
+        if self.path is not None and self._pid == os.getpid():
+            shutil.rmtree(self.path.parent, ignore_errors=True)
+        self.key = self.path = None

@@ -22,6 +22,7 @@ from services.ffmpeg import build_hls_command, run_ffmpeg
 from services.gemini import rendition_to_mp4
 from services.ladder import plan_ladder
 from services.probe import MediaInfo, ProbeLimits, VideoStream, probe
+from services.publishing import WorkspaceFolder
 from services.workspace import Workspace, open_workspace
 from tests.fixtures import ApiClient, WorkerProcess
 from tests.local_http import running
@@ -215,7 +216,13 @@ def test_a_rendition_that_names_anything_but_its_own_files_is_refused_unopened(
     workspace = open_workspace(get_settings())
     uri = {"tripwire": str(tripwire.path), "url": f"{listener.url}/x.ts"}.get(name, name)
     prefix = rendition_in_workspace(workspace, tmp_path, OWN_PLAYLIST.replace("seg_00000.ts", uri))
-    outputs = EarlierOutputs(workspace, "unused", prefix, tmp_path / "scratch", should_stop=lambda: False)
+    outputs = EarlierOutputs(
+        workspace,
+        "unused",
+        WorkspaceFolder(workspace, prefix),
+        tmp_path / "scratch",
+        should_stop=lambda: False,
+    )
     with pytest.raises(AnalysisFailed, match="not a file of its own"):
         outputs.media_playlist("240p")
     assert not tripwire.opened.is_set() and listener.paths == []
@@ -225,7 +232,13 @@ def test_a_rendition_that_names_anything_but_its_own_files_is_refused_unopened(
 def test_a_rendition_of_its_own_files_is_copied_into_scratch(s3_server: str, tmp_path: Path) -> None:
     workspace = open_workspace(get_settings())
     prefix = rendition_in_workspace(workspace, tmp_path, OWN_PLAYLIST)
-    outputs = EarlierOutputs(workspace, "unused", prefix, tmp_path / "scratch", should_stop=lambda: False)
+    outputs = EarlierOutputs(
+        workspace,
+        "unused",
+        WorkspaceFolder(workspace, prefix),
+        tmp_path / "scratch",
+        should_stop=lambda: False,
+    )
     playlist = outputs.media_playlist("240p")
     assert playlist == tmp_path / "scratch" / "hls" / "240p" / "index.m3u8"
     assert sorted(path.name for path in playlist.parent.iterdir()) == ["index.m3u8", "seg_00000.ts"]

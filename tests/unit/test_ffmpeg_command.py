@@ -9,6 +9,7 @@ import pytest
 from services.errors import InvalidMedia
 from services.ffmpeg import Encoders, build_hls_command, ffmpeg_failure
 from services.ladder import Rendition, plan_audio, plan_ladder, plan_subtitles
+from services.parts import PartWindow
 from services.pictures import PicturePlan
 from services.playlists import (
     Bitrates,
@@ -515,3 +516,47 @@ def test_every_uri_a_playlist_names_is_found() -> None:
         "#EXT-X-STREAM-INF:BANDWIDTH=1\n240p/index.m3u8\n"
     )
     assert referenced_uris(master) == ["subtitles/en.m3u8", "240p/index.m3u8"]
+
+
+PART = PartWindow(start=4.0, end=8.0, seek=3.0, read_seconds=7.0, first_segment=2)
+
+
+def test_a_part_reads_from_before_its_start_and_keeps_exactly_its_window() -> None:
+    args = command(media(640, 360), window=PART)
+    before_input = args[: args.index("-i")]
+    # A fast seek a second early (the frames at the start decode whole), reading a little
+    # past the end: decode order runs behind presentation order.
+    assert value_of(before_input, "-ss") == "3.000000" and value_of(before_input, "-t") == "7.000000"
+    assert "-noaccurate_seek" in before_input
+    graph = value_of(args, "-filter_complex")
+    assert graph.startswith("[0:0]trim=end=8.000000:start=4.000000[s0];")
+    assert graph.count("trim=") == 1  # before the split: every rendition keeps the same frames
+    # The source's clock throughout, so every part's timestamps and segment numbers go on
+    # from the part before.
+    assert "-copyts" in args
+    assert value_of(args, "-start_number") == "2"
+    assert value_of(args, "-force_key_frames") == "expr:gte(t,4.000000+n_forced*4)"
+    assert value_of(args, "-output_ts_offset") == "10"
+
+
+def test_a_whole_transcode_has_no_window() -> None:
+    args = command(media(640, 360))
+    for flag in ("-ss", "-t", "-noaccurate_seek", "-copyts", "-start_number", "-output_ts_offset"):
+        assert flag not in args
+    assert "trim" not in value_of(args, "-filter_complex")
+
+
+def test_a_variable_rate_part_keeps_its_window_after_the_rate_change() -> None:
+    """fps puts frames on a grid of the source's own clock, the same grid in every part; the
+    trim after it gives each grid instant to exactly one part."""
+    graph = value_of(command(media(640, 360, vfr=True), window=PART), "-filter_complex")
+    first = graph.split(";")[0]
+    assert first.startswith("[0:0]fps=") and "trim" not in first
+    assert graph.index("fps=") < graph.index("trim=end=8.000000:start=4.000000")
+
+
+def test_the_last_part_runs_to_the_end_of_the_stream() -> None:
+    last = PartWindow(start=8.0, end=None, seek=7.0, read_seconds=None, first_segment=4)
+    args = command(media(640, 360), window=last)
+    assert "-t" not in args[: args.index("-i")]
+    assert "trim=start=8.000000[s0]" in value_of(args, "-filter_complex")

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     database_statement_timeout_seconds: float = Field(
         30.0, description="Longest statement the API and workers run (0: no limit)."
     )
+    database_retry_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a worker tries a claim or a transition again while PostgreSQL is unreachable "
+        "(a restart, a fail-over); a claim that still fails gives its message back to the broker.",
+    )
 
     workspace_url: str = Field(
         "s3://conveyor-work/work",

@@ -18,11 +18,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
+from celery.exceptions import Reject
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from models import JobPart, JobStage
@@ -227,7 +229,41 @@ def _part_plan(session: Session, claim: Claim) -> tuple[PartPlan, dict[str, Any]
     )
 
 
+# A database restart or fail-over lasts seconds: a claim or a transition that meets one is tried
+# again for DATABASE_RETRY_SECONDS. A claim that still cannot be made gives its message back to
+# the broker (acknowledged, it would be lost while its row says it was sent); a transition that
+# cannot be recorded leaves its lease to run out, and the sweeper takes the stage over.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+T = TypeVar("T")
+
+
+def with_database(step: Callable[[], T], what: str) -> T:
+    """Run `step` (one transaction), again with growing pauses while the database is unreachable."""
+    deadline = time.monotonic() + get_settings().database_retry_seconds
+    pause = 0.5
+    while True:
+        try:
+            return step()
+        except DATABASE_ERRORS as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning(
+                "database unreachable; trying again",
+                extra={"step": what, "pause": pause, "error": str(exc).splitlines()[0]},
+            )
+            time.sleep(pause * random.uniform(0.5, 1.0))
+            pause = min(2 * pause, 5.0)
+
+
 def _claim(task: Task, stage: str, take: Take) -> StageContext | None:
+    try:
+        return with_database(lambda: _take(task, stage, take), "claim")
+    except DATABASE_ERRORS as exc:
+        log.error("database unreachable; the message goes back to the broker", extra={"error": str(exc)})
+        raise Reject(exc, requeue=True) from exc
+
+
+def _take(task: Task, stage: str, take: Take) -> StageContext | None:
     settings = get_settings()
     with session_factory().begin() as session:
         outcome = take(session, worker_name(task))
@@ -262,8 +298,11 @@ def _claim(task: Task, stage: str, take: Take) -> StageContext | None:
 
 
 def _record(transition: Callable[[Any], Transition]) -> Transition:
-    with session_factory().begin() as session:
-        done = transition(session)
+    def step() -> Transition:
+        with session_factory().begin() as session:
+            return transition(session)
+
+    done = with_database(step, "record")
     dispatch_all(done.dispatches)
     return done
 

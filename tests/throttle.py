@@ -1,6 +1,7 @@
 """A TCP proxy on loopback that relays to a real server at a fixed rate, for tests that need a
 stage to be slow on the network (a slow S3 endpoint, say) without faking the server; `hold`
-stops it forwarding anything while keeping every connection open (a partitioned network)."""
+stops it forwarding anything while keeping every connection open (a partitioned network);
+`cut` drops every connection and refuses new ones (a server restarting)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Throttle:
         self.closing = threading.Event()
         self.forwarding = threading.Event()
         self.forwarding.set()
+        self.refusing = threading.Event()
         self.sockets: list[socket.socket] = []
 
     @property
@@ -35,6 +37,9 @@ class Throttle:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.refusing.is_set():
+                client.close()
+                continue
             server = socket.create_connection(self.upstream)
             self.sockets += [client, server]
             for source, sink in ((client, server), (server, client)):
@@ -56,13 +61,25 @@ class Throttle:
     def release(self) -> None:
         self.forwarding.set()
 
+    def cut(self) -> None:
+        """Drop every connection and refuse new ones (each is accepted and closed at once)."""
+        self.refusing.set()
+        self._close_all()
+
+    def mend(self) -> None:
+        self.refusing.clear()
+
+    def _close_all(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self.sockets.clear()
+
     def close(self) -> None:
         self.closing.set()
         self.forwarding.set()
         self.listener.close()
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
+        self._close_all()
 
 
 @contextmanager

@@ -231,20 +231,25 @@ def workers(worker_pool: WorkerPool) -> WorkerProcess:
     return worker_pool.ensure_default()
 
 
-@pytest.fixture
-def video_hosts(workers: WorkerProcess) -> Iterator[list[WorkerProcess]]:
-    """The `video` queue served by two workers alone (concurrency 1 each), planning parts of
-    4 s (two segments): every job longer than that is transcoded in parts across them."""
+@contextmanager
+def video_alone_on(workers: WorkerProcess, name: str, env: dict[str, str]) -> Iterator[list[WorkerProcess]]:
+    """The `video` queue served by two workers `name`-a and `name`-b alone (concurrency 1 each,
+    `env` their settings), the shared worker's share given back after."""
     with queue_taken_off("video", workers.name):
-        hosts = [
-            start_worker(f"parts-{name}", "video", concurrency=1, env={"PART_SECONDS": "4"})
-            for name in ("a", "b")
-        ]
+        hosts = [start_worker(f"{name}-{host}", "video", concurrency=1, env=env) for host in ("a", "b")]
         try:
             yield hosts
         finally:
             for host in hosts:
                 stop_worker(host)
+
+
+@pytest.fixture
+def video_hosts(workers: WorkerProcess) -> Iterator[list[WorkerProcess]]:
+    """Two video workers planning parts of 4 s (two segments): every job longer than that is
+    transcoded in parts across them."""
+    with video_alone_on(workers, "parts", {"PART_SECONDS": "4"}) as hosts:
+        yield hosts
 
 
 @pytest.fixture(scope="session")

@@ -26,15 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import JobPart
-from tests.fixtures import (
-    HOST,
-    ApiClient,
-    WorkerProcess,
-    queue_taken_off,
-    start_worker,
-    stop_worker,
-    wait_until,
-)
+from tests.fixtures import HOST, ApiClient, WorkerProcess, video_alone_on, wait_until
 from tests.media import make_clip, make_long_flat_clip, understate_duration
 from tests.processes import ffmpeg_for
 
@@ -203,16 +195,8 @@ def test_a_container_that_understates_its_length_is_transcoded_to_the_end(
 def slow_video_hosts(workers: WorkerProcess) -> Iterator[list[WorkerProcess]]:
     """Two video workers planning parts of ten minutes: each takes several seconds of a long
     flat clip, long enough to kill or cancel mid-part."""
-    with queue_taken_off("video", workers.name):
-        hosts = [
-            start_worker(f"slow-parts-{name}", "video", concurrency=1, env={"PART_SECONDS": "600"})
-            for name in ("a", "b")
-        ]
-        try:
-            yield hosts
-        finally:
-            for host in hosts:
-                stop_worker(host)
+    with video_alone_on(workers, "slow-parts", {"PART_SECONDS": "600"}) as hosts:
+        yield hosts
 
 
 @pytest.fixture(scope="module")
@@ -272,16 +256,10 @@ def test_a_cancel_stops_every_running_part_within_two_seconds(
 @pytest.fixture
 def fragile_video_hosts(workers: WorkerProcess) -> Iterator[list[WorkerProcess]]:
     """Like slow_video_hosts, with one attempt per part: the first failure fails the job."""
-    env = {"PART_SECONDS": "600", "STAGE_MAX_ATTEMPTS": "1"}
-    with queue_taken_off("video", workers.name):
-        hosts = [
-            start_worker(f"fragile-parts-{name}", "video", concurrency=1, env=env) for name in ("a", "b")
-        ]
-        try:
-            yield hosts
-        finally:
-            for host in hosts:
-                stop_worker(host)
+    with video_alone_on(
+        workers, "fragile-parts", {"PART_SECONDS": "600", "STAGE_MAX_ATTEMPTS": "1"}
+    ) as hosts:
+        yield hosts
 
 
 def test_a_retry_redoes_only_the_parts_that_did_not_succeed(

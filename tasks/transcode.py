@@ -7,6 +7,8 @@ then, whole, as one ffmpeg process. Otherwise each part is a task of its own
 again, and that attempt stitches the parts into one stream (services.stitch).
 """
 
+import functools
+from pathlib import Path
 from typing import Any
 
 from services.hls import TranscodePlan, plan_transcode, transcode_job
@@ -44,8 +46,12 @@ def transcode(ctx: StageContext) -> dict[str, Any] | PlannedParts:
     )
     with attempt_scratch(ctx) as scratch:
 
-        def source() -> Any:
-            return kept_source().get(ctx.workspace, source_key, should_stop=ctx.should_stop)
+        @functools.cache
+        def source() -> Path:
+            if len(parts) > 1:  # the parts that land on this process read the same copy
+                return kept_source().get(ctx.workspace, source_key, should_stop=ctx.should_stop)
+            # Transcoded whole, here and now: the copy goes with the attempt's scratch.
+            return ctx.workspace.get_file(source_key, scratch / "source", should_stop=ctx.should_stop)
 
         if ctx.parts:  # an operator's retry: the plan stands, the parts not done run again
             assert ctx.resume_state is not None

@@ -34,6 +34,9 @@ from tests.processes import ffmpeg_for
 
 pytestmark = pytest.mark.integration
 
+# Parts of two hours: the hour-long clip is one part, run whole under the stage's own limits.
+WHOLE_FILE = {"PART_SECONDS": "7200"}
+
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -64,13 +67,26 @@ def stage(job: dict[str, object], name: str) -> dict[str, object]:
     return next(s for s in job["stages"] if s["name"] == name)  # type: ignore[attr-defined, index]
 
 
+@pytest.fixture
+def video_queue_on_a_whole_file_worker(workers: WorkerProcess) -> Iterator[WorkerProcess]:
+    """The `video` queue served alone by a worker whose parts are two hours long: the hour-long
+    clip is one part, transcoded whole by one ffmpeg (test_parts.py cancels parts)."""
+    with queue_taken_off("video", workers.name):
+        whole = start_worker("whole-file", "video", concurrency=1, env=WHOLE_FILE)
+        try:
+            yield whole
+        finally:
+            stop_worker(whole)
+
+
 def test_cancel_stops_the_running_ffmpeg_within_two_seconds(
-    client: ApiClient, workers: WorkerProcess, long_clip: Path
+    client: ApiClient, video_queue_on_a_whole_file_worker: WorkerProcess, long_clip: Path
 ) -> None:
     job_id = client.upload(long_clip).json()["id"]
     marker = f"{job_id}-transcode-"
     (running,) = wait_until(lambda: ffmpeg_for(marker), timeout=60, what="the transcode's ffmpeg")
-    worker_tree = {p.pid for p in psutil.Process(workers.proc.pid).children(recursive=True)}
+    worker = video_queue_on_a_whole_file_worker
+    worker_tree = {p.pid for p in psutil.Process(worker.proc.pid).children(recursive=True)}
     assert running.pid in worker_tree
     scratch = scratch_of(running)
     attempt = attempt_prefix(uuid.UUID(job_id), "transcode", 1)
@@ -99,9 +115,8 @@ def video_queue_on_a_limited_worker(workers: WorkerProcess) -> Iterator[WorkerPr
     """The shared worker stops taking transcodes while a worker with a 3 s transcode limit
     serves the `video` queue alone."""
     with queue_taken_off("video", workers.name):
-        limited = start_worker(
-            "limited", "video", concurrency=1, env={"STAGE_TIME_LIMITS": json.dumps({"transcode": [3, 6]})}
-        )
+        env = WHOLE_FILE | {"STAGE_TIME_LIMITS": json.dumps({"transcode": [3, 6]})}
+        limited = start_worker("limited", "video", concurrency=1, env=env)
         try:
             yield limited
         finally:

@@ -364,10 +364,15 @@ class ContractMachine(RuleBasedStateMachine):
 
     def check_outputs(self, stages: list[JobStage], attempts: list[StageAttempt]) -> None:
         for row in stages:
+            # An operator's retry starts the stage afresh above its attempt floor: what an
+            # attempt below it did (notify, say, for the failure that was retried) is history.
             winners = [
                 a.attempt
                 for a in attempts
-                if (a.job_id, a.stage) == (row.job_id, row.name) and a.outcome == "succeeded"
+                if (a.job_id, a.stage) == (row.job_id, row.name)
+                and a.part is None
+                and a.attempt > row.attempt_floor
+                and a.outcome == "succeeded"
             ]
             if row.status == "succeeded":
                 assert row.output is not None and winners == [row.output["attempt"]], (

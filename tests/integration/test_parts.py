@@ -289,3 +289,17 @@ def test_a_retry_redoes_only_the_parts_that_did_not_succeed(
     after = {p.index: (p.attempts, p.finished_at) for p in part_rows(sessions, job_id)}
     assert {index: after[index] for index in before} == before  # untouched by the retry
     assert all(p["status"] == "succeeded" for p in transcode_stage(job)["parts"])
+
+
+def test_a_part_past_its_time_limit_fails_the_job_with_timeout(
+    workers: WorkerProcess, client: ApiClient, long_clip: Path
+) -> None:
+    """A part's limits follow its length (here 0.001 s per second of video, at least 1 s): the
+    ten-minute parts of the clip each take several seconds, so the first one times out."""
+    env = {"PART_SECONDS": "600", "PART_MIN_TIME_LIMIT": "1", "PART_TIME_LIMIT_FACTOR": "0.001"}
+    with video_alone_on(workers, "hurried-parts", env):
+        job = client.wait_for_job(client.upload(long_clip).json()["id"], timeout=120)
+        assert job["status"] == "failed" and job["error"]["code"] == "timeout", job
+        parts = transcode_stage(job)["parts"]
+        assert any(p["status"] == "failed" for p in parts), parts
+        assert not any(p["status"] in ("queued", "running") for p in parts), parts

@@ -235,6 +235,38 @@ def test_a_sound_only_upload_plays_its_audio_rendition(
     assert errors == []
 
 
+def test_a_job_in_parts_shows_them_and_plays_across_every_join(
+    page: Page, api_url: str, api_key: str, video_hosts: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """13 s transcoded in parts of 4 s on two hosts: the timeline lists the parts with the host
+    of each, and hls.js plays through the joins at 4 s and 8 s without an error."""
+    clip = make_clip(tmp_path / "parts.mp4", width=640, height=360, seconds=13, extra=("-preset", "veryfast"))
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto(api_url)
+    sign_in(page, api_key)
+    job_id = submit_and_open(page, clip, ("240p", "360p"), "local")
+
+    parts = page.locator(".stage[data-stage=transcode] .parts .part")
+    expect(parts).to_have_count(4)
+    hosts = {worker.name for worker in video_hosts}
+    for worker in parts.locator(".part-worker").all_inner_texts():
+        assert worker.split("@")[0] in hosts, worker
+    expect(parts.last.locator(".part-span")).to_have_text("sound")
+
+    page.wait_for_function("() => window.conveyorPlayer?.levels.length > 0")
+    page.click(".player .play")
+    page.wait_for_function("() => document.querySelector('video').currentTime > 0")
+    for join in (4, 8):
+        page.evaluate("t => { document.querySelector('video').currentTime = t; }", join - 0.5)
+        page.wait_for_function("t => document.querySelector('video').currentTime > t", arg=join + 0.5)
+    quality = page.evaluate("document.querySelector('video').getVideoPlaybackQuality().totalVideoFrames")
+    assert quality > 0
+    assert errors == [], (job_id, errors)
+
+
+# After every test that uses the default worker: this module's Gemini worker replaces it.
 @pytest.fixture(scope="module")
 def gemini_worker(
     worker_pool: WorkerPool, tmp_path_factory: pytest.TempPathFactory
@@ -281,34 +313,3 @@ def test_gemini_analysis_and_captions_in_the_browser(
     page.wait_for_function(
         "() => ![...document.querySelector('video').textTracks].some(track => track.mode === 'showing')"
     )
-
-
-def test_a_job_in_parts_shows_them_and_plays_across_every_join(
-    page: Page, api_url: str, api_key: str, video_hosts: list[WorkerProcess], tmp_path: Path
-) -> None:
-    """13 s transcoded in parts of 4 s on two hosts: the timeline lists the parts with the host
-    of each, and hls.js plays through the joins at 4 s and 8 s without an error."""
-    clip = make_clip(tmp_path / "parts.mp4", width=640, height=360, seconds=13, extra=("-preset", "veryfast"))
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.goto(api_url)
-    sign_in(page, api_key)
-    job_id = submit_and_open(page, clip, ("240p", "360p"), "local")
-
-    parts = page.locator(".stage[data-stage=transcode] .parts .part")
-    expect(parts).to_have_count(4)
-    hosts = {worker.name for worker in video_hosts}
-    for worker in parts.locator(".part-worker").all_inner_texts():
-        assert worker.split("@")[0] in hosts, worker
-    expect(parts.last.locator(".part-span")).to_have_text("sound")
-
-    page.wait_for_function("() => window.conveyorPlayer?.levels.length > 0")
-    page.click(".player .play")
-    page.wait_for_function("() => document.querySelector('video').currentTime > 0")
-    for join in (4, 8):
-        page.evaluate("t => { document.querySelector('video').currentTime = t; }", join - 0.5)
-        page.wait_for_function("t => document.querySelector('video').currentTime > t", arg=join + 0.5)
-    quality = page.evaluate("document.querySelector('video').getVideoPlaybackQuality().totalVideoFrames")
-    assert quality > 0
-    assert errors == [], (job_id, errors)

@@ -67,9 +67,15 @@ class Deployment:
 
 
 def run_job(
-    stack: Stack, api: str, key: str, receiver: WebhookReceiver, source: Path, timeout: float
+    stack: Stack,
+    api: str,
+    key: str,
+    receiver: WebhookReceiver,
+    source: Path,
+    timeout: float,
+    options: dict[str, object] | None = None,
 ) -> JobRun:
-    options = {"webhook_url": receiver.url, "analysis": {"backend": "local"}}
+    options = {"webhook_url": receiver.url, "analysis": {"backend": "local"}} | (options or {})
     started = time.perf_counter()
     with source.open("rb") as body:
         response = requests.post(

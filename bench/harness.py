@@ -271,12 +271,14 @@ class Stack:
         config.attributes["configure_logger"] = False
         command.upgrade(config, "head")
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None, checkout: Path = REPO
+    ) -> ServiceProcess:
         log_path = self.root / f"{name}.log"
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 args,
-                cwd=REPO,
+                cwd=checkout,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -287,12 +289,13 @@ class Stack:
 
     # -- the API -------------------------------------------------------------------------------
 
-    def start_api(self, env: dict[str, str] | None = None, name: str = "api") -> str:
+    def start_api(self, env: dict[str, str] | None = None, name: str = "api", checkout: Path = REPO) -> str:
         """gunicorn as `make run` starts it (gunicorn.conf.py), returned once every worker runs.
-        The first one started is `api`/`api_url`; `env` overrides settings for this one alone."""
+        The first one started is `api`/`api_url`; `env` overrides settings for this one alone;
+        `checkout` is the source tree it runs (another commit's, to compare with)."""
         port = free_port()
         args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"]
-        api = self._spawn(name, [*args, "api:create_app()"], env)
+        api = self._spawn(name, [*args, "api:create_app()"], env, checkout)
         self.apis.append(api)
         url = f"http://127.0.0.1:{port}"
 
@@ -339,10 +342,15 @@ class Stack:
         queues: tuple[str, ...] = tuple(QUEUE_CONCURRENCY),
         env: dict[str, str] | None = None,
         tag: str = "",
+        *,
+        concurrency: int | None = None,
+        wrapper: tuple[str, ...] = (),
+        checkout: Path = REPO,
     ) -> None:
         """One `celery -A tasks worker -Q <queue>` per queue, returned once each answers a ping;
         `env` overrides settings for these alone (a set with another REDIS_URL is a deployment
-        of its own), `tag` tells their names apart."""
+        of its own), `tag` tells their names apart, `concurrency` overrides the Procfile's,
+        `wrapper` runs each under a command (`taskset -c 0`), `checkout` is the source tree."""
         from tasks import app
 
         host = os.uname().nodename
@@ -352,12 +360,14 @@ class Stack:
         for queue in queues:
             node = f"{queue}{tag}-bench{os.getpid()}@{host}"
             args = [
-                sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue, "-n", node,
-                "--concurrency", str(QUEUE_CONCURRENCY[queue]), "-E", "--loglevel", "INFO",
+                *wrapper, sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue, "-n", node,
+                "--concurrency", str(concurrency or QUEUE_CONCURRENCY[queue]), "-E", "--loglevel", "INFO",
             ]  # fmt: skip
             if queue == "maintenance":
                 args += ["--beat", "--schedule", str(self.root / f"beat{tag}")]
-            started[node] = self.workers[f"{queue}{tag}"] = self._spawn(f"worker-{queue}{tag}", args, env)
+            started[node] = self.workers[f"{queue}{tag}"] = self._spawn(
+                f"worker-{queue}{tag}", args, env, checkout
+            )
         # Celery's control messages go out through its app's own broker whatever connection is
         # given, so workers on another Redis database are asked through an app of their own.
         control = (
@@ -373,6 +383,11 @@ class Stack:
                 return bool(control.ping(destination=[node], timeout=0.5))
 
             wait_until(answers, timeout=90, what=f"worker {node} to answer a ping")
+
+    def stop_workers(self, tag: str) -> None:
+        """Stop the workers started with `tag` (and wait for them)."""
+        for name in [name for name in self.workers if name.endswith(tag)]:
+            self.workers.pop(name).stop()
 
     def purge_queues(self, broker: str | None = None) -> int:
         """Drop every message waiting in one of this stack's Redis databases (its own numbers)."""
@@ -397,13 +412,15 @@ class Stack:
             return conn.execute(sql, params).fetchall()
 
 
-def make_clip(path: Path, *, seconds: float, size: str = "1920x1080", rate: int = 30) -> Path:
+def make_clip(
+    path: Path, *, seconds: float, size: str = "1920x1080", rate: int = 30, preset: str = "veryfast"
+) -> Path:
     """A camera-like H.264 + stereo AAC mp4 (moov first, so it can be streamed)."""
     subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-y",
          "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
          "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-         "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+         "-c:v", "libx264", "-preset", preset, "-crf", "20", "-pix_fmt", "yuv420p",
          "-c:a", "aac", "-ac", "2", "-b:a", "192k", "-movflags", "+faststart", str(path)],
         check=True,
     )  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 
 from services.captions import first_segment_start
 from services.config import Settings
-from services.contract.parts import PartPlan
+from services.contract.parts import VIDEO, PartPlan
 from services.errors import Canceled
 from services.ffmpeg import build_hls_command, run_ffmpeg, subtitle_source_path
 from services.hls import (
@@ -28,7 +28,7 @@ from services.hls import (
     encoders_for,
     quality_receipts,
 )
-from services.parts import VIDEO, PartWindow, part_window
+from services.parts import PartWindow, part_window
 from services.playlists import MEDIA_PLAYLIST, parse_media_playlist
 from services.probe import MediaInfo
 from services.storyboard import POSTER_FILE, THUMBNAILS_DIR

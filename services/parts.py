@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from services.contract.parts import PartPlan
+from services.contract.parts import SOUND, VIDEO, PartPlan
 from services.probe import MediaInfo
 from services.storyboard import StoryboardPlan, Thumbnails, poster_time
 
@@ -22,7 +22,6 @@ from services.storyboard import StoryboardPlan, Thumbnails, poster_time
 UNSEEKABLE_DEMUXERS = frozenset(
     {"h264", "hevc", "mpegvideo", "m4v", "rawvideo", "yuv4mpegpipe", "mjpeg", "vc1", "dirac", "av1"}
 )
-VIDEO, SOUND = "video", "sound"
 # A part decodes from the keyframe before this much ahead of its start, so the frames at its
 # start decode whole (their references, B-frame reordering) whatever the source's GOP.
 PREROLL_SECONDS = 1.0

@@ -20,10 +20,10 @@ from typing import Any
 
 from services.config import Settings
 from services.confine import confine
+from services.contract.parts import SOUND, VIDEO
 from services.errors import TranscodeFailed
 from services.ffmpeg import PART_TIMESTAMP_OFFSET_SECONDS, subtitle_source_path
 from services.hls import TranscodePlan, ladder_output
-from services.parts import SOUND, VIDEO
 from services.playlists import (
     MEDIA_PLAYLIST,
     Bitrates,

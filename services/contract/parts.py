@@ -35,6 +35,9 @@ from services.contract.records import (
     record_event,
 )
 
+# What a part covers: a span of the video in every rendition, or the sound (every track, whole).
+VIDEO, SOUND = "video", "sound"
+
 
 @dataclass(frozen=True)
 class PartPlan:
@@ -91,7 +94,9 @@ def spawn_parts(
                         "available_at": now,
                         "message_id": uuid.uuid4(),
                     }
-                    for plan in plans
+                    # The sound first: it is the longest part (the whole source, encoded once),
+                    # so it runs beside the video parts instead of alone after them.
+                    for plan in sorted(plans, key=lambda plan: plan.kind != SOUND)
                 ]
             )
             .returning(JobPart.id)

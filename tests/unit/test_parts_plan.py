@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from services.config import Settings
-from services.parts import SOUND, VIDEO, part_length, part_thumbnails, part_window, plan_parts
+from services.contract.parts import SOUND, VIDEO
+from services.parts import part_length, part_thumbnails, part_window, plan_parts
 from services.playlists import join_media_playlists
 from services.probe import AudioStream, MediaInfo, VideoStream
 from services.storyboard import StoryboardPlan, Thumbnails

@@ -79,7 +79,8 @@ class IsolatedApi:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=os.environ | ISOLATED_ENV | (env or {}),
+                # Its playback links name this API, whatever other API the suite runs.
+                env=os.environ | ISOLATED_ENV | {"API_PUBLIC_URL": self.url} | (env or {}),
             )
 
         def answers() -> bool:
@@ -106,7 +107,13 @@ def isolated_hosts(worker_pool: WorkerPool) -> Iterator[tuple[IsolatedApi, list[
     try:
         for queue in QUEUES:
             workers.append(
-                start_worker(f"{queue}-alone", queue, concurrency=1, env=ISOLATED_ENV, wrapper=ISOLATED)
+                start_worker(
+                    f"{queue}-alone",
+                    queue,
+                    concurrency=1,
+                    env=ISOLATED_ENV | {"API_PUBLIC_URL": api.url},
+                    wrapper=ISOLATED,
+                )
             )
         yield api, workers
     finally:

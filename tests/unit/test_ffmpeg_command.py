@@ -7,7 +7,7 @@ import m3u8
 import pytest
 
 from services.errors import InvalidMedia
-from services.ffmpeg import Encoders, build_hls_command, ffmpeg_failure
+from services.ffmpeg import Encoders, build_hls_command, ffmpeg_failure, scaling_parents
 from services.ladder import Rendition, plan_audio, plan_ladder, plan_subtitles
 from services.parts import PartWindow
 from services.pictures import PicturePlan
@@ -104,13 +104,15 @@ def test_one_decode_scaled_once_to_the_top_and_cascaded_below() -> None:
         "[s0]setsar=1[s1]",
         "[s1]format=yuv420p[s2]",
         "[s2]setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv[s3]",
-        "[s3]split=4[s4][s5][s6][s7]",
-        "[s7]scale=426:240[s8]",
-        "[s8]setsar=1[s9]",
-        "[s6]scale=640:360[s10]",
+        "[s3]split=2[s4][s5]",
+        "[s5]scale=854:480[s6]",
+        "[s6]setsar=1[s7]",
+        "[s7]split=2[s8][s9]",
+        "[s9]scale=640:360[s10]",
         "[s10]setsar=1[s11]",
-        "[s5]scale=854:480[s12]",
-        "[s12]setsar=1[s13]",
+        "[s11]split=2[s12][s13]",
+        "[s13]scale=426:240[s14]",
+        "[s14]setsar=1[s15]",
     ]
     assert "fps=" not in graph  # 30 fps source: nothing to drop
 
@@ -134,11 +136,20 @@ def test_frame_rate_is_reduced_only_where_the_rendition_is_slower() -> None:
     args = command(media(1920, 1080, fps=60.0))
     graph = value_of(args, "-filter_complex")
     assert graph.startswith("[0:0]scale=1920:1080[s0]")
-    assert "fps=30" in graph
-    assert graph.count("fps=") == 3  # 240p, 360p, 480p; 720p keeps 60
+    # 720p keeps 60; 480p drops to 30 once, and 360p and 240p are scaled from its frames.
+    assert graph.count("fps=") == 1
+    assert "[s7]split=2[s8][s9];[s9]fps=30[s10];[s10]scale=854:480" in graph  # [s7]: 720p60
     assert value_of(args, "-g:v:0") == "120"  # 30 fps x 4 s
     assert value_of(args, "-g:v:3") == "240"  # 60 fps x 4 s
     assert value_of(args, "-keyint_min:v:3") == "240"
+
+
+def test_each_size_is_scaled_from_the_next_larger_one_on_its_frame_grid() -> None:
+    top, p720, p480, p360 = (1920, 1080, 60.0), (1280, 720, 60.0), (854, 480, 30.0), (640, 360, 30.0)
+    assert scaling_parents([top, p720, p480, p360]) == {p720: top, p480: p720, p360: p480}
+    # A 24 fps rung never takes its frames from a 30 fps one made out of a 60 fps top.
+    p240 = (426, 240, 24.0)
+    assert scaling_parents([top, p720, p480, p240])[p240] == p720
 
 
 @pytest.mark.parametrize("seg", [2, 4, 6])

@@ -128,11 +128,15 @@ def test_quality_command_aligns_source_and_renditions() -> None:
     assert sorted(names) == sorted([str(SOURCE), "/hls/240p/seg_00001.ts", "/hls/1080p/seg_00001.ts"])
     source, played = args.index(str(SOURCE)) - 1, args.index("/hls/240p/seg_00001.ts") - 1
     # The source is cut where the renditions' clock says, plus where its picture starts.
-    assert args[source - 8 : source] == [
+    # Each input decoded by one thread: a few frames each, six inputs side by side.
+    assert args[source - 10 : source] == [
         "-f", "matroska", "-protocol_whitelist", "file", "-ss", "5.060000", "-t", "1.000000",
+        "-threads", "1",
     ]  # fmt: skip
     # Each rendition from the one segment holding the window, as far into it as the window starts.
-    assert args[played - 6 : played] == ["-protocol_whitelist", "file", "-ss", "0.980000", "-t", "1.000000"]
+    assert args[played - 8 : played] == [
+        "-protocol_whitelist", "file", "-ss", "0.980000", "-t", "1.000000", "-threads", "1",
+    ]  # fmt: skip
     graph = args[args.index("-filter_complex") + 1]
     # Judged against the picture as the renditions show it (here: deinterlaced).
     assert f"[{names.index(str(SOURCE))}:0]bwdif=" in graph
@@ -140,6 +144,7 @@ def test_quality_command_aligns_source_and_renditions() -> None:
     # Every 5th frame (25 fps, one second) is scaled and scored, on the reference and both renditions.
     assert graph.count("select=not(mod(n\\,5))") == 3
     assert "log_path=/logs/240p.vmaf.log" in graph and "model=version\\\\=vmaf_v0.6.1" in graph
+    assert graph.count("n_threads=1") == 2
     assert graph.count("scale=1920:1080") == 3  # the reference and both renditions at the top size
     psnr = build_quality_command(
         "ffmpeg", SOURCE, info, PicturePlan(False, None, False), renditions, cuts, windows,

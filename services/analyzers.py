@@ -12,8 +12,6 @@ from services.analysis import analyze_local
 from services.captions import first_segment_start, language_tag, make_cues, publish_captions
 from services.config import Settings
 from services.errors import AnalysisFailed
-from services.gemini import analyze_video, pick_rendition, rendition_to_mp4
-from services.google_ai import gemini_client
 from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, referenced_uris
 from services.probe import MediaInfo
 from services.publishing import WorkspaceFolder
@@ -140,6 +138,11 @@ def _analyze_with_gemini(
     on_progress: Callable[[float], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
+    # Imported here, not at the top: google-genai's models cost every process that imports
+    # them about 25 MB, and only a job that asked for Gemini needs them.
+    from services.gemini import analyze_video, pick_rendition, rendition_to_mp4
+    from services.google_ai import gemini_client
+
     rendition = pick_rendition(inputs.renditions)
     sound = inputs.audio[0] if inputs.audio else None
     chosen = [r for r in (rendition, sound) if r is not None]

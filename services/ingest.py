@@ -13,18 +13,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from services.config import Settings
 from services.errors import InvalidMedia
 from services.fetching import fetch_url
-from services.generation import ResumeState, generate_source
 from services.probe import MediaInfo, probe, probe_limits
 from services.s3source import fetch_s3_object
 from services.stopping import StopSignal
 from services.storage import make_s3_client
 from services.workspace import ObjectWriter, Workspace
 from services.workspace.keys import attempt_prefix
+
+if TYPE_CHECKING:
+    from services.generation import ResumeState
 
 REMOTE_KINDS = ("url", "s3", "generate")
 
@@ -108,6 +110,10 @@ def ingest_source(
                 should_stop=stop,
             )
         else:
+            # Imported here, not at the top: google-genai's models cost every process that
+            # imports them about 25 MB, and only a generated source needs them.
+            from services.generation import generate_source
+
             copy.write(
                 generate_source(
                     source["generate"], settings, resume, on_progress=on_progress, should_stop=stop

@@ -77,7 +77,7 @@ def spawn_parts(
     end_attempt(session, claim, "planned", clock, body_finished_at=now)
     have_parts = session.scalar(select(func.count()).where(JobPart.job_id == job.id))
     if not have_parts:
-        ids = session.scalars(
+        queued = session.execute(
             insert(JobPart)
             .values(
                 [
@@ -94,15 +94,13 @@ def spawn_parts(
                         "available_at": now,
                         "message_id": uuid.uuid4(),
                     }
-                    # The sound first: it is the longest part (the whole source, encoded once),
-                    # so it runs beside the video parts instead of alone after them.
-                    for plan in sorted(plans, key=lambda plan: plan.kind != SOUND)
+                    for plan in plans
                 ]
             )
-            .returning(JobPart.id)
+            .returning(JobPart.id, JobPart.kind, JobPart.index)
         ).all()
     else:
-        ids = session.scalars(
+        queued = session.execute(
             update(JobPart)
             .where(JobPart.job_id == job.id, JobPart.status != "succeeded")
             .values(
@@ -118,8 +116,11 @@ def spawn_parts(
                 error_message=None,
                 finished_at=None,
             )
-            .returning(JobPart.id)
+            .returning(JobPart.id, JobPart.kind, JobPart.index)
         ).all()
+    # The sound first: it is the longest part (the whole source, encoded once), so it runs
+    # beside the video parts instead of alone after them; then the video parts from the start.
+    ids = [row.id for row in sorted(queued, key=lambda row: (row.kind != SOUND, row.index))]
     record_event(session, job.id, "stage.parts", TRANSCODE, parts=len(plans) or have_parts, queued=len(ids))
     if not ids:  # every part had succeeded (a retry after the stitch failed): stitch again now
         return Transition(True, dispatches=_queue_stitch(session, job, clock))

@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,10 @@ def test_a_job_transcoded_in_parts_on_two_hosts_plays_frame_exact(
     assert {p["status"] for p in parts} == {"succeeded"} and {p["attempts"] for p in parts} == {1}
     assert {p["worker"] for p in parts} == {f"{host.name}@{HOST}" for host in video_hosts}
     assert all(p["started_at"] and p["finished_at"] and p["progress"] == 100 for p in parts)
+    # The sound (the whole source, the longest part) is queued first, so it runs beside the
+    # video parts: it starts before the last of them, which waits for a worker to come free.
+    started = {p["index"]: datetime.fromisoformat(p["started_at"]) for p in parts}
+    assert started[3] < started[2], started
     assert stage["progress"] == 100
     assert_stitched_exactly(job, clip, SECONDS)
     assert job["result"]["poster_url"] and job["result"]["storyboard"]

@@ -22,6 +22,9 @@ STAGE_QUEUES = {
 }
 
 broker_url = _settings.redis_url
+# kombu's Redis transport, but a worker that loses Redis while holding unacked messages
+# reconnects instead of exiting (services/broker_transport.py).
+broker_transport = "services.broker_transport:Transport"
 # Workers retry the broker for ever at start-up: Redis may come up after them.
 broker_connection_retry_on_startup = True
 # Stage results live in PostgreSQL; Celery's result backend would be a second truth.

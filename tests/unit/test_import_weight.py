@@ -37,10 +37,3 @@ def test_google_genai_is_not_loaded_until_a_job_needs_it(entry_point: str) -> No
         timeout=120,
     ).stdout.splitlines()
     assert loaded[-1] == "[]"  # the last line: the app may log before it
-
-
-def test_the_gemini_and_veo_paths_still_import() -> None:
-    import services.gemini
-    import services.generation
-
-    assert services.gemini.analyze_video and services.generation.generate_source

@@ -4,16 +4,20 @@ the upload's MB/s into the object-store workspace against a file:// one.
 Run from the repository root: ``.venv/bin/python -m bench.upload_memory [--gigabytes 2]``.
 
 The body is generated, never held in memory: a real 1 s mp4 (moov first) followed by one
-``free`` box of zeros up to the requested size, so it is valid media that ffprobe accepts
-without reading the padding (the fetch stage then succeeds; the transcode it queues is never
-run, no video worker is started).
+``free`` box up to the requested size, so it is valid media that ffprobe accepts without
+reading the padding (the fetch stage then succeeds; the transcode it queues is never run, no
+video worker is started). The padding is one seeded random mebibyte over and over: as
+incompressible as video. Zeros let SeaweedFS gzip every chunk to nothing and skip most of
+its disk writes, which no upload of real media allows (they made the s3 upload look a
+quarter faster).
 
 1. Upload: ``POST /api/v1/uploads`` with a sized streaming multipart body (requests sends an
    iterable with ``__len__`` with a Content-Length, chunk by chunk), against gunicorn at its
-   default worker count, twice: an API whose workspace is the object store (the default: the
-   body goes up as an S3 multipart upload) and one whose workspace is a file:// folder (how
-   every upload went before, written to a file). Peak RSS of the gunicorn worker during each
-   request; MB/s of each, and their ratio (target: the object store at least 80% of the file).
+   default worker count, on two APIs in alternating rounds (``--repeat``, the fastest of each
+   kept): one whose workspace is the object store (the default: the body goes up as an S3
+   multipart upload) and one whose workspace is a file:// folder (how every upload went
+   before, written to a file). Peak RSS of the gunicorn worker during each request; MB/s of
+   each, and their ratio (target: the object store at least 80% of the file).
 2. URL source: a local HTTP server streams the same bytes; ``POST /api/v1/jobs`` with its URL;
    the fetch worker (the Procfile's ``--concurrency 2``, object-store workspace) streams it
    into the workspace and its scratch. Peak RSS of its pool processes; MB/s from the server's
@@ -29,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import random
 import struct
 import subprocess
 import sys
@@ -49,8 +55,9 @@ from bench.report import Figure, at_least, below, context, report
 
 RSS_TARGET_MB = 150.0
 UPLOAD_RATIO_TARGET = 0.80
-CHUNK = b"\0" * (1024 * 1024)
+CHUNK = random.Random(0).randbytes(1024 * 1024)
 MB = 1_000_000
+ACCEPTED = "HTTP 202"
 
 
 def padded_media(head: bytes, total: int) -> Iterator[bytes]:
@@ -200,6 +207,16 @@ def upload(
     )
 
 
+def fastest(rounds: list[Upload]) -> Upload:
+    """The fastest accepted round (a refused one is quick and says nothing of MB/s), with the
+    highest peak RSS of all rounds; a failed round shows in the outcome."""
+    accepted = [done for done in rounds if done.outcome == ACCEPTED] or rounds
+    best = min(accepted, key=lambda done: done.seconds)
+    failed = [done.outcome for done in rounds if done.outcome != ACCEPTED]
+    outcome = best.outcome + "".join(f"; another round: {other}" for other in failed)
+    return dataclasses.replace(best, outcome=outcome, peak_mib=max(done.peak_mib for done in rounds))
+
+
 def idle_rss(pids: list[int]) -> float:
     return max((PeakMemory.status_mib(pid, "VmRSS") for pid in pids), default=0.0)
 
@@ -212,6 +229,7 @@ def main() -> None:
     parser.add_argument(
         "--redis-db", type=int, default=None, help="Redis database number (default: an idle one)"
     )
+    parser.add_argument("--repeat", type=int, default=3, help="upload rounds per workspace (fastest kept)")
     parser.add_argument("--results", default=None, help="append the markdown section here")
     args = parser.parse_args()
     total = int(args.gigabytes * 1e9)
@@ -230,11 +248,16 @@ def main() -> None:
         fetch_idle = idle_rss(fetch_pids)
 
         disk_mbps = disk_baseline(head, total, stack.root / "work" / "baseline.bin")
-        uploads: dict[str, Upload] = {}
-        for name, api in zip(apis, stack.apis, strict=True):
-            print(f"upload: {total / MB:.0f} MB to POST /api/v1/uploads, {name} workspace…", flush=True)
-            done = uploads[name] = upload(stack, apis[name], auth, head, total, api_pids[api.proc.pid], store)
-            print(f"  {done.outcome} after {done.seconds:.1f} s ({done.mbps:.0f} MB/s)", flush=True)
+        # Rounds alternate the two APIs, so drift on this shared host hits both alike; the
+        # fastest of each is kept (the least disturbed), and the highest peak of each.
+        rounds: dict[str, list[Upload]] = {name: [] for name in apis}
+        for _ in range(args.repeat):
+            for name, api in zip(apis, stack.apis, strict=True):
+                print(f"upload: {total / MB:.0f} MB to POST /api/v1/uploads, {name} workspace…", flush=True)
+                done = upload(stack, apis[name], auth, head, total, api_pids[api.proc.pid], store)
+                rounds[name].append(done)
+                print(f"  {done.outcome} after {done.seconds:.1f} s ({done.mbps:.0f} MB/s)", flush=True)
+        uploads = {name: fastest(done) for name, done in rounds.items()}
 
         print(f"fetch: {total / MB:.0f} MB URL source through the fetch stage…", flush=True)
         source = SourceServer(head, total)
@@ -300,7 +323,7 @@ def main() -> None:
         context("fetch: stage / plain download", fetch_mbps / plain_mbps, "ratio"),
     ]
     notes = [
-        f"{total / MB:.0f} MB generated body each way (a 1 s mp4, then a `free` box of zeros):"
+        f"{total / MB:.0f} MB generated body each way (a 1 s mp4, then a `free` box of random bytes):"
         f" valid media, so the fetch stage probes it and succeeds",
         f"upload, s3 workspace: {s3.outcome} after {s3.seconds:.1f} s; file workspace: {folder.outcome} after"
         f" {folder.seconds:.1f} s; gunicorn, default worker count, one API per workspace",

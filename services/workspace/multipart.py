@@ -27,9 +27,11 @@ from services.workspace.base import CommitOnExit, StopCheck, never
 from services.workspace.streams import STOP_POLL_SECONDS, full_disk_is_transient
 
 PART_BYTES = 8 * 1024 * 1024
-# Parts sent side by side, beside the one filling. More would help a store that scales with
-# connections, but each sending thread keeps buffers (and a malloc arena) of its own.
-IN_FLIGHT = 2
+# Parts sent side by side, beside the one filling: the store hashes each part several times
+# over (SeaweedFS: MD5 for the ETag, the chunk and the volume), so it keeps up only with parts
+# in parallel (2 GB upload here: 123 MB/s with 4, 114 with 2). Each sending thread keeps
+# buffers (and a malloc arena) of its own: 4 still leave the API's peak RSS at 139 MB.
+IN_FLIGHT = 4
 # S3 allows 10,000 parts. Parts grow every 1,000 (8 MiB, then 16, 32, …), so an object of
 # any size our limits allow fits, and small ones keep small parts.
 PARTS_PER_SIZE = 1000

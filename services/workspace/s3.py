@@ -40,10 +40,11 @@ class S3Workspace:
         cls, settings: Settings, *, bucket: str, prefix: str, timeout: float = 60.0, attempts: int = 5
     ) -> S3Workspace:
         endpoint = settings.workspace_s3_endpoint_url or settings.s3_endpoint_url
-        # Checksums beyond SigV4's own payload hash cost CPU on every part and some S3 servers
-        # refuse them on multipart uploads; the store is ours, on a network we trust.
+        # Body checksums and payload hashes cost CPU on every byte of every part (the API's
+        # upload MB/s), and some S3 servers refuse CRC32s on multipart uploads; the store is
+        # ours, on a network we trust, and TCP already checks what crosses it.
         client = make_s3_client(
-            settings, endpoint_url=endpoint, extra_checksums=False, timeout=timeout, attempts=attempts
+            settings, endpoint_url=endpoint, body_checks=False, timeout=timeout, attempts=attempts
         )
         return cls(client, bucket, prefix, Scratch(settings.scratch_dir))
 

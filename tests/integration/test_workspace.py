@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.config import get_settings
 from services.errors import Canceled, StorageFailed
-from services.workspace import FileWorkspace, Workspace, open_workspace
+from services.workspace import FileWorkspace, S3Workspace, Workspace, open_workspace
 from services.workspace.keys import attempt_prefix, job_prefix
 from services.workspace.multipart import PART_BYTES
 
@@ -75,6 +76,26 @@ def test_a_write_to_the_object_store_stops_when_asked(s3_server: str, job: uuid.
     with pytest.raises(Canceled), workspace.open_writer(key, should_stop=lambda: True) as writer:
         write_in_chunks(writer, BIG * 2)
     assert not workspace.exists(job_prefix(job)) and in_progress(workspace, key) == []
+
+
+def test_the_object_store_workspace_does_not_hash_what_it_sends(s3_server: str, job: uuid.UUID) -> None:
+    """Over plain HTTP botocore would SHA-256 every byte into the signature, the API's largest
+    CPU cost per uploaded GB after the body's parsing; the store must take the bytes unhashed."""
+    workspace = open_workspace(get_settings())
+    assert isinstance(workspace, S3Workspace)
+    hashes: dict[str, set[str]] = {}
+
+    def record(request: Any, event_name: str, **_: Any) -> None:
+        value = request.headers.get("X-Amz-Content-SHA256", b"")
+        operation = event_name.rsplit(".", 1)[-1]
+        hashes.setdefault(operation, set()).add(value.decode() if isinstance(value, bytes) else value)
+
+    workspace.client.meta.events.register("before-send.s3", record)
+    for key, data in (("small", b"x" * 1000), ("big", BIG)):
+        with workspace.open_writer(attempt_prefix(job, "fetch", 1) + key) as writer:
+            write_in_chunks(writer, data)
+        assert workspace.read_bytes(attempt_prefix(job, "fetch", 1) + key) == data
+    assert hashes["PutObject"] == hashes["UploadPart"] == {"UNSIGNED-PAYLOAD"}
 
 
 def test_files_round_trip_and_prefixes_list_and_remove(

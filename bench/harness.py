@@ -463,7 +463,7 @@ def bare_analysis(source: Path, hls_dir: Path) -> float:
     smallest = smallest_picture([asdict(rendition) for rendition in renditions])
     pictures = hls_dir / smallest / "index.m3u8" if smallest else None
     started = time.perf_counter()
-    analyze_local(source, info, pictures=pictures)
+    analyze_local(source, info, pictures=pictures, ffmpeg=get_settings().ffmpeg_path)
     return time.perf_counter() - started
 
 

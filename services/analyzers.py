@@ -113,6 +113,7 @@ def analyze_job(
             timeout=settings.time_limits("analyze")[0],
             should_stop=should_stop,
             memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
+            ffmpeg=settings.ffmpeg_path,
         )
         return {"analysis": analysis, "captions": []}
     if backend == "gemini":

@@ -11,7 +11,7 @@ import pytest
 
 from services.analysis import analyze_local
 from services.analyzers import smallest_picture
-from services.config import Settings
+from services.config import Settings, get_settings
 from services.errors import AnalysisFailed, Canceled
 from services.hls import transcode_to_hls
 from services.probe import AudioStream, MediaInfo, probe
@@ -23,6 +23,8 @@ pytestmark = pytest.mark.integration
 
 TOLERANCE = 0.15
 PICTURE = "s=320x240:r=30"
+# The analyze stage runs the configured ffmpeg (the static build), so the tests run it too.
+FFMPEG = get_settings().ffmpeg_path
 
 
 def render(target: Path, sources: list[str], graph: str, maps: list[str]) -> Path:
@@ -63,7 +65,7 @@ def near(value: float, expected: float) -> bool:
 
 
 def test_finds_black_silence_and_loudness(black_then_picture: Path) -> None:
-    result = analyze_local(black_then_picture, probe(black_then_picture))
+    result = analyze_local(black_then_picture, probe(black_then_picture), ffmpeg=FFMPEG)
 
     assert result["backend"] == "local"
     assert [result[key] for key in ("width", "height", "has_video", "has_audio")] == [320, 240, True, True]
@@ -84,7 +86,7 @@ def test_finds_the_cut_between_two_pictures(tmp_path: Path) -> None:
         "[0:v][1:v]concat=n=2:v=1:a=0[v]",
         ["[v]"],
     )
-    result = analyze_local(clip, probe(clip))
+    result = analyze_local(clip, probe(clip), ffmpeg=FFMPEG)
 
     [cut] = result["scene_cuts"]
     assert near(cut["time"], 1.5)
@@ -94,7 +96,7 @@ def test_finds_the_cut_between_two_pictures(tmp_path: Path) -> None:
 
 def test_without_audio_there_is_no_loudness(tmp_path: Path) -> None:
     clip = render(tmp_path / "mute.mp4", [f"testsrc2={PICTURE}:d=2"], "[0:v]null[v]", ["[v]"])
-    result = analyze_local(clip, probe(clip))
+    result = analyze_local(clip, probe(clip), ffmpeg=FFMPEG)
 
     assert result["has_audio"] is False
     assert result["loudness"] is None
@@ -109,7 +111,7 @@ def test_audio_only_has_loudness_and_no_picture(tmp_path: Path) -> None:
         "[0:a]volume=0.5[a]",
         ["[a]"],
     )
-    result = analyze_local(clip, probe(clip))
+    result = analyze_local(clip, probe(clip), ffmpeg=FFMPEG)
 
     assert result["has_video"] is False
     assert [result[key] for key in ("width", "height", "fps", "video_codec")] == [None] * 4
@@ -136,8 +138,8 @@ def test_the_lowest_rendition_gives_the_sources_figures(black_then_picture: Path
     assert smallest == min(output["renditions"], key=lambda r: r["height"])["name"]
     rendition = hls / smallest / "index.m3u8"
     info = probe(black_then_picture)
-    from_source = analyze_local(black_then_picture, info)
-    from_rendition = analyze_local(black_then_picture, info, pictures=rendition)
+    from_source = analyze_local(black_then_picture, info, ffmpeg=FFMPEG)
+    from_rendition = analyze_local(black_then_picture, info, pictures=rendition, ffmpeg=FFMPEG)
 
     [black] = from_rendition["black_segments"]
     assert near(black["start"], 0.0) and near(black["end"], 1.0)
@@ -150,7 +152,7 @@ def test_the_lowest_rendition_gives_the_sources_figures(black_then_picture: Path
 
 def test_a_slow_analysis_is_killed(black_then_picture: Path) -> None:
     with pytest.raises(AnalysisFailed) as failure:
-        analyze_local(black_then_picture, probe(black_then_picture), timeout=0.001)
+        analyze_local(black_then_picture, probe(black_then_picture), timeout=0.001, ffmpeg=FFMPEG)
     assert failure.value.code == "timeout"
 
 
@@ -168,7 +170,7 @@ def test_an_unreadable_file_fails_with_ffmpegs_reason(tmp_path: Path) -> None:
         stream_count=1,
     )
     with pytest.raises(AnalysisFailed) as failure:
-        analyze_local(junk, info)
+        analyze_local(junk, info, ffmpeg=FFMPEG)
     assert failure.value.code == "analysis_failed"
     assert "Invalid data found" in failure.value.message
 
@@ -187,7 +189,7 @@ def test_a_stopped_analysis_ends_within_a_poll_and_leaves_no_ffmpeg(tmp_path: Pa
 
     def analyze() -> None:
         try:
-            analyze_local(long, probe(long), should_stop=stop.is_set)
+            analyze_local(long, probe(long), should_stop=stop.is_set, ffmpeg=FFMPEG)
         except BaseException as exc:
             outcome.append(exc)
 

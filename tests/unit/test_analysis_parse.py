@@ -218,7 +218,7 @@ def test_without_video_there_are_no_picture_figures() -> None:
 
 def test_the_command_runs_only_the_filters_for_streams_present() -> None:
     source = Path("/media/-odd:name.mp4")
-    both = build_analysis_command(source, media())
+    both = build_analysis_command(source, media(), ffmpeg="ffmpeg")
     assert both[:4] == ["ffmpeg", "-nostdin", "-hide_banner", "-nostats"]
     assert both[both.index("-protocol_whitelist") + 1] == "file"
     assert both[both.index("-i") - 2 : both.index("-i") + 2] == [
@@ -233,17 +233,17 @@ def test_the_command_runs_only_the_filters_for_streams_present() -> None:
     assert "blackdetect=d=0.5:pix_th=0.10" in video_filters
     assert "ebur128=peak=true:framelog=verbose" in both[both.index("-af") + 1]
 
-    audio_only = build_analysis_command(source, media(video=False))
+    audio_only = build_analysis_command(source, media(video=False), ffmpeg="ffmpeg")
     assert "-vf" not in audio_only
     assert "0:V:0" not in audio_only
-    video_only = build_analysis_command(source, media(audio=False))
+    video_only = build_analysis_command(source, media(audio=False), ffmpeg="ffmpeg")
     assert "-af" not in video_only
     assert "0:a:0" not in video_only
 
 
 def test_pictures_come_from_the_rendition_and_sound_from_the_source() -> None:
     source, rendition = Path("/media/a.mp4"), Path("/work/hls/240p/index.m3u8")
-    command = build_analysis_command(source, media(), pictures=rendition)
+    command = build_analysis_command(source, media(), ffmpeg="ffmpeg", pictures=rendition)
     inputs = [command[i - 1 : i + 2] for i, arg in enumerate(command) if arg == "-i"]
     assert inputs == [["mov", "-i", "file:/media/a.mp4"], ["hls", "-i", "file:/work/hls/240p/index.m3u8"]]
     maps = [command[i + 1] for i, arg in enumerate(command) if arg == "-map"]
@@ -252,5 +252,5 @@ def test_pictures_come_from_the_rendition_and_sound_from_the_source() -> None:
     assert command[command.index("-vf") + 1].startswith("setpts=PTS-STARTPTS,scale=")
 
     # Sound only: there is no picture to read, so the rendition is not opened at all.
-    audio_only = build_analysis_command(source, media(video=False), pictures=rendition)
+    audio_only = build_analysis_command(source, media(video=False), ffmpeg="ffmpeg", pictures=rendition)
     assert [arg for arg in audio_only if arg.startswith("file:")] == ["file:/media/a.mp4"]

@@ -4,11 +4,17 @@ Each process makes its own, a fresh folder under SCRATCH_DIR (default: the syste
 folder), on first use and again after a fork, so no two processes (a worker's prefork
 children included) ever share one, and nothing another process writes is ever read from it.
 Each stage attempt works in a folder of its own inside it, removed when the attempt ends.
+
+A process killed outright (SIGKILL at a hard time limit, the OOM killer) cannot remove its
+folder, and it may hold gigabytes (a kept source). So each folder carries a lock its process
+holds for as long as it lives (flock: the kernel drops it when the process dies, whatever
+kills it), and a process making its folder removes every sibling whose lock it can take.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -18,22 +24,68 @@ from pathlib import Path
 from services.workspace.base import StopCheck, Workspace, never
 from services.workspace.streams import full_disk_is_transient
 
+ROOT_PREFIX = "conveyor-"
+LOCK_NAME = ".alive"
+
+
+def _take_lock(path: Path) -> int | None:
+    """An open descriptor holding `path`'s exclusive lock, or None if a live process holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_abandoned(parent: Path) -> list[Path]:
+    """Remove the scratch folders under `parent` whose process is gone; the removed ones."""
+    removed = []
+    for root in parent.glob(f"{ROOT_PREFIX}*/{LOCK_NAME}"):
+        fd = _take_lock(root)
+        if fd is None:
+            continue
+        try:
+            shutil.rmtree(root.parent, ignore_errors=True)
+            removed.append(root.parent)
+        finally:
+            os.close(fd)
+    return removed
+
 
 class Scratch:
     def __init__(self, parent: Path | None = None) -> None:
         self.parent = parent
         self._root: Path | None = None
         self._pid = 0
+        self._lock: int | None = None
 
     @property
     def root(self) -> Path:
         if self._root is None or self._pid != os.getpid():
             with full_disk_is_transient("The scratch folder"):
-                if self.parent is not None:
-                    self.parent.mkdir(parents=True, exist_ok=True)
-                self._root = Path(tempfile.mkdtemp(prefix=f"conveyor-{os.getpid()}-", dir=self.parent))
+                parent = self.parent or Path(tempfile.gettempdir())
+                parent.mkdir(parents=True, exist_ok=True)
+                self._root = self._make_root(parent)
             self._pid = os.getpid()
+            remove_abandoned(parent)
         return self._root
+
+    def _make_root(self, parent: Path) -> Path:
+        # A lock descriptor inherited through a fork is left as it is (the pool may have closed
+        # it, and its number may name another file by now): the parent's folder then stays
+        # until its children are gone too, which errs on the side of keeping it.
+        root = Path(tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-", dir=parent))
+        # Locked under another name first: a sweeper only ever sees a lock already held.
+        pending = root / f"{LOCK_NAME}.new"
+        self._lock = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        pending.rename(root / LOCK_NAME)
+        return root
 
     @contextlib.contextmanager
     def folder(self, name: str) -> Iterator[Path]:
@@ -52,6 +104,9 @@ class Scratch:
         if self._root is not None and self._pid == os.getpid():
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
 
 
 class KeptSource:

@@ -7,7 +7,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from api.errors import ApiError
-from services.ladder import LADDER, RateControl, VideoCodec
+from services.media.ladder import LADDER, RateControl, VideoCodec
 
 LADDER_NAMES = tuple(rung.name for rung in LADDER)
 

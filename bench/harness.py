@@ -46,10 +46,10 @@ from services.analysis import analyze_local
 from services.analyzers import smallest_picture
 from services.broker import EPOCH_KEY, SENT_LOG_KEY
 from services.config import get_settings
-from services.ffmpeg import build_hls_command, run_ffmpeg
-from services.hls import encoders_for, picture_plan_for, quality_receipts, storyboard_plan_for
-from services.ladder import DEFAULT_RATE_CONTROL, plan_audio, plan_ladder
-from services.probe import probe
+from services.media.ffmpeg import build_hls_command, run_ffmpeg
+from services.media.hls import encoders_for, picture_plan_for, quality_receipts, storyboard_plan_for
+from services.media.ladder import DEFAULT_RATE_CONTROL, plan_audio, plan_ladder
+from services.media.probe import probe
 from services.storage import ensure_bucket, make_s3_client
 
 REPO = Path(__file__).resolve().parent.parent

@@ -31,8 +31,8 @@ from bench.end_to_end import run_job
 from bench.harness import REPO, Stack, WebhookReceiver, make_clip
 from bench.report import Figure, at_most, context, report
 from services.config import get_settings
-from services.ladder import plan_ladder
-from services.probe import probe
+from services.media.ladder import plan_ladder
+from services.media.probe import probe
 
 SCALE_OUT_TARGET = 0.55
 WHOLE_JOB_TARGET = 1.00

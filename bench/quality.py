@@ -27,12 +27,19 @@ from typing import Any
 
 from bench.transcode import Measure, measure
 from services.config import Settings
-from services.ffmpeg import Encoders, build_hls_command, run_ffmpeg
-from services.hls import encoders_for, picture_plan_for, storyboard_plan_for
-from services.ladder import DEFAULT_RATE_CONTROL, RateControl, Rendition, plan_audio, plan_ladder
-from services.pictures import PicturePlan
-from services.probe import MediaInfo, probe
-from services.quality import Cut, Window, build_quality_command, plan_windows, read_vmaf_log, segment_cuts
+from services.media.ffmpeg import Encoders, build_hls_command, run_ffmpeg
+from services.media.hls import encoders_for, picture_plan_for, storyboard_plan_for
+from services.media.ladder import DEFAULT_RATE_CONTROL, RateControl, Rendition, plan_audio, plan_ladder
+from services.media.pictures import PicturePlan
+from services.media.probe import MediaInfo, probe
+from services.media.quality import (
+    Cut,
+    Window,
+    build_quality_command,
+    plan_windows,
+    read_vmaf_log,
+    segment_cuts,
+)
 
 BYTES_SAVED_TARGET = 0.20
 P5_LOSS_LIMIT = 1.0
@@ -76,7 +83,7 @@ def ladder_command(
     encoders: Encoders,
     picture: PicturePlan,
 ) -> list[str]:
-    """The transcode stage's command, as services.hls builds it."""
+    """The transcode stage's command, as services.media.hls builds it."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     return build_hls_command(

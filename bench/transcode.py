@@ -2,7 +2,7 @@
 
 Run from the repository root: ``.venv/bin/python -m bench.transcode [--seconds 30] [--repeat 1]``.
 
-Both sides use :func:`services.ffmpeg.build_hls_command`; the baseline calls it once per
+Both sides use :func:`services.media.ffmpeg.build_hls_command`; the baseline calls it once per
 rendition, so bitrates, preset, keyframe and segment options are identical and the only
 difference is decoding (and scaling from) the source once instead of three times. Ours is the
 transcode stage's real command, so it also writes the poster and the storyboard sprite; the
@@ -24,10 +24,10 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from services.config import Settings
-from services.ffmpeg import build_hls_command, run_ffmpeg
-from services.hls import encoders_for, picture_plan_for, storyboard_plan_for
-from services.ladder import Rendition, plan_audio, plan_ladder
-from services.probe import MediaInfo, probe
+from services.media.ffmpeg import build_hls_command, run_ffmpeg
+from services.media.hls import encoders_for, picture_plan_for, storyboard_plan_for
+from services.media.ladder import Rendition, plan_audio, plan_ladder
+from services.media.probe import MediaInfo, probe
 
 RUNGS = ("360p", "480p", "720p")
 CPU_RATIO_TARGET = 0.74

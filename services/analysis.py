@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.confine import KILL_GRACE_SECONDS, kill_group, spawn_confined
 from services.errors import AnalysisFailed, Canceled
-from services.probe import MediaInfo
+from services.media.confine import KILL_GRACE_SECONDS, kill_group, spawn_confined
+from services.media.probe import MediaInfo
 
 SILENCE_NOISE = "-50dB"
 SILENCE_MIN_SECONDS = 0.5

@@ -12,8 +12,8 @@ from services.analysis import analyze_local
 from services.captions import first_segment_start, language_tag, make_cues, publish_captions
 from services.config import Settings
 from services.errors import AnalysisFailed
-from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, referenced_uris
-from services.probe import MediaInfo
+from services.media.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, referenced_uris
+from services.media.probe import MediaInfo
 from services.publishing import WorkspaceFolder
 from services.storage import Delivery
 from services.workspace import StopCheck, Workspace

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.playlists import SUBTITLE_GROUP, SubtitleEntry, subtitle_line
+from services.media.playlists import SUBTITLE_GROUP, SubtitleEntry, subtitle_line
 from services.publishing import LocalFolder, publish_tree
 from services.storage import Delivery
 

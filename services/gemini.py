@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from services.config import Settings
 from services.errors import AnalysisFailed, TranscodeFailed
-from services.ffmpeg import run_ffmpeg
 from services.google_ai import GOOGLE_FAILURES, pause_unless_stopped, provider_error
+from services.media.ffmpeg import run_ffmpeg
 
 log = logging.getLogger("conveyor.gemini")
 

@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 from services.config import Settings
 from services.errors import InvalidMedia
 from services.fetching import fetch_url
-from services.probe import MediaInfo, probe, probe_limits
+from services.media.probe import MediaInfo, probe, probe_limits
 from services.s3source import fetch_s3_object
 from services.stopping import StopSignal
 from services.storage import make_s3_client

@@ -155,7 +155,7 @@ _MPD_BASE_URL = re.compile(r"<BaseURL>([^<]*)</BaseURL>")
 
 def rewrite_mpd(text: str, url_for: Callable[[str], str]) -> str:
     """Replace each relative init, segment and subtitle file URL of a DASH manifest
-    (services/dash.py lists them one by one) by the URL url_for gives, escaped for XML."""
+    (services/media/dash.py lists them one by one) by the URL url_for gives, escaped for XML."""
 
     def signed(match: re.Match[str]) -> str:
         uri = html.unescape(match[2])

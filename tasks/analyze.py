@@ -4,7 +4,7 @@ from copies in this worker's scratch of what it needs from the workspace."""
 from typing import Any
 
 from services.analyzers import AnalysisInputs, EarlierOutputs, analyze_job
-from services.probe import MediaInfo
+from services.media.probe import MediaInfo
 from services.publishing import transcoded_folder
 from tasks.base import StageContext, stage_task
 from tasks.runtime import attempt_scratch, delivery

@@ -1,21 +1,21 @@
 """transcode (queue `video`), in parts that any video host may take.
 
 The stage's first attempt plans: the ladder (kept on the stage's row, so every part encodes
-the same one) and the parts (services.parts). A source of one part is transcoded there and
+the same one) and the parts (services.media.parts). A source of one part is transcoded there and
 then, whole, as one ffmpeg process. Otherwise each part is a task of its own
 (`pipeline.transcode_part`, its row's id only); the part that finishes last queues the stage
-again, and that attempt stitches the parts into one stream (services.stitch).
+again, and that attempt stitches the parts into one stream (services.media.stitch).
 """
 
 import functools
 from pathlib import Path
 from typing import Any
 
-from services.hls import TranscodePlan, plan_transcode, transcode_job
-from services.part_transcode import transcode_part as run_part
-from services.parts import plan_parts
-from services.probe import MediaInfo
-from services.stitch import FinishedPart, stitch_parts
+from services.media.hls import TranscodePlan, plan_transcode, transcode_job
+from services.media.part_transcode import transcode_part as run_part
+from services.media.parts import plan_parts
+from services.media.probe import MediaInfo
+from services.media.stitch import FinishedPart, stitch_parts
 from services.workspace.keys import attempt_prefix, part_prefix
 from tasks.base import PlannedParts, StageContext, part_task, stage_task
 from tasks.runtime import attempt_scratch, kept_source

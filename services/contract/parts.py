@@ -41,7 +41,7 @@ VIDEO, SOUND = "video", "sound"
 
 @dataclass(frozen=True)
 class PartPlan:
-    """One part as the transcode stage plans it (services.parts decides the spans)."""
+    """One part as the transcode stage plans it (services.media.parts decides the spans)."""
 
     index: int
     kind: str  # video, or sound (every sound track, whole)

@@ -13,8 +13,8 @@ from services.analysis import analyze_local
 from services.analyzers import smallest_picture
 from services.config import Settings, get_settings
 from services.errors import AnalysisFailed, Canceled
-from services.hls import transcode_to_hls
-from services.probe import AudioStream, MediaInfo, probe
+from services.media.hls import transcode_to_hls
+from services.media.probe import AudioStream, MediaInfo, probe
 from tests.fixtures import wait_until
 from tests.media import make_clip
 from tests.processes import ffmpeg_for

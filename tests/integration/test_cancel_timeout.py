@@ -152,7 +152,7 @@ def test_time_limit_fails_the_job_with_timeout_and_leaves_no_ffmpeg(
 
 RUN_FOREVER = """
 import sys
-from services.ffmpeg import run_ffmpeg
+from services.media.ffmpeg import run_ffmpeg
 args = ["ffmpeg", "-nostdin", "-v", "error", "-progress", "pipe:1", "-re", "-f", "lavfi",
         "-i", "testsrc2=size=160x120:rate=10:duration=600", "-f", "null", sys.argv[1]]
 run_ffmpeg(args, duration=600, timeout=600)

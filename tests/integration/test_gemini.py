@@ -15,8 +15,8 @@ from services.config import get_settings
 from services.errors import Canceled, ConveyorError
 from services.gemini import VideoAnalysis, analyze_video, pick_rendition, rendition_to_mp4
 from services.google_ai import gemini_client
-from services.hls import transcode_to_hls
-from services.probe import probe
+from services.media.hls import transcode_to_hls
+from services.media.probe import probe
 from tests.gemini_server import ANALYSIS, FakeGoogle, serving, settings_for
 from tests.media import make_clip
 

@@ -22,7 +22,7 @@ from services.errors import Canceled, ConveyorError
 from services.generation import generate_source, operation_error, start_or_resume
 from services.google_ai import vertex_client
 from services.jobs import create_job
-from services.probe import probe
+from services.media.probe import probe
 from services.stage_state import StageState
 from tests.gemini_server import ACCESS_TOKEN, PROJECT, FakeGoogle, serving, settings_for
 from tests.media import make_clip

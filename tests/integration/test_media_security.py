@@ -18,10 +18,10 @@ import pytest
 from services.analyzers import EarlierOutputs
 from services.config import get_settings
 from services.errors import AnalysisFailed, InvalidMedia, TooLarge, TranscodeFailed
-from services.ffmpeg import build_hls_command, run_ffmpeg
 from services.gemini import rendition_to_mp4
-from services.ladder import plan_ladder
-from services.probe import MediaInfo, ProbeLimits, VideoStream, probe
+from services.media.ffmpeg import build_hls_command, run_ffmpeg
+from services.media.ladder import plan_ladder
+from services.media.probe import MediaInfo, ProbeLimits, VideoStream, probe
 from services.publishing import WorkspaceFolder
 from services.workspace import Workspace, open_workspace
 from tests.fixtures import ApiClient, WorkerProcess

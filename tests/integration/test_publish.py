@@ -16,8 +16,8 @@ import pytest
 
 from services.config import Settings, get_settings
 from services.errors import Canceled, StorageFailed
-from services.hls import transcode_to_hls
-from services.probe import probe
+from services.media.hls import transcode_to_hls
+from services.media.probe import probe
 from services.publishing import (
     PLAYLIST_CACHE,
     SEGMENT_CACHE,

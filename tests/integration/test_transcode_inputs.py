@@ -14,8 +14,8 @@ import m3u8
 import pytest
 
 from services.config import Settings
-from services.hls import transcode_to_hls
-from services.probe import probe, probe_limits
+from services.media.hls import transcode_to_hls
+from services.media.probe import probe, probe_limits
 
 pytestmark = pytest.mark.integration
 

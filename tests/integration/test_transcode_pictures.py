@@ -16,8 +16,8 @@ import m3u8
 import pytest
 
 from services.config import Settings
-from services.hls import transcode_to_hls
-from services.probe import probe, probe_limits
+from services.media.hls import transcode_to_hls
+from services.media.probe import probe, probe_limits
 from tests.media import cover_art_first
 
 pytestmark = pytest.mark.integration

@@ -18,11 +18,11 @@ import pytest
 
 from services.config import Settings
 from services.errors import Canceled, ConveyorError, StageTimeout, TranscodeFailed
-from services.ffmpeg import build_hls_command, run_ffmpeg
-from services.hls import measure_variant, transcode_to_hls
-from services.ladder import plan_ladder
-from services.playlists import codecs_attribute
-from services.probe import probe
+from services.media.ffmpeg import build_hls_command, run_ffmpeg
+from services.media.hls import measure_variant, transcode_to_hls
+from services.media.ladder import plan_ladder
+from services.media.playlists import codecs_attribute
+from services.media.probe import probe
 
 pytestmark = pytest.mark.integration
 

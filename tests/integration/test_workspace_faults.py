@@ -16,7 +16,7 @@ import pytest
 
 from services.config import get_settings
 from services.errors import DiskFull
-from services.ffmpeg import run_ffmpeg
+from services.media.ffmpeg import run_ffmpeg
 from services.workspace import open_workspace
 from services.workspace.keys import stage_prefix
 from services.workspace.streams import full_disk_is_transient

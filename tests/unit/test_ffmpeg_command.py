@@ -7,11 +7,11 @@ import m3u8
 import pytest
 
 from services.errors import InvalidMedia
-from services.ffmpeg import Encoders, build_hls_command, ffmpeg_failure, scaling_parents
-from services.ladder import Rendition, plan_audio, plan_ladder, plan_subtitles
-from services.parts import PartWindow
-from services.pictures import PicturePlan
-from services.playlists import (
+from services.media.ffmpeg import Encoders, build_hls_command, ffmpeg_failure, scaling_parents
+from services.media.ladder import Rendition, plan_audio, plan_ladder, plan_subtitles
+from services.media.parts import PartWindow
+from services.media.pictures import PicturePlan
+from services.media.playlists import (
     Bitrates,
     SubtitleEntry,
     codecs_attribute,
@@ -23,8 +23,8 @@ from services.playlists import (
     video_codec,
     write_master_playlist,
 )
-from services.probe import AudioStream, MediaInfo, SubtitleStream, VideoStream
-from services.storyboard import plan_storyboard
+from services.media.probe import AudioStream, MediaInfo, SubtitleStream, VideoStream
+from services.media.storyboard import plan_storyboard
 
 SOURCE = Path("/work/jobs/j1/source.mp4")
 OUT = Path("/work/jobs/j1/hls")

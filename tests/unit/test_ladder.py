@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from services.errors import InvalidMedia
-from services.ladder import (
+from services.media.ladder import (
     LADDER,
     Rendition,
     fps_factor,
@@ -13,7 +13,7 @@ from services.ladder import (
     plan_subtitles,
     source_video_bitrate,
 )
-from services.probe import AudioStream, MediaInfo, SubtitleStream, VideoStream
+from services.media.probe import AudioStream, MediaInfo, SubtitleStream, VideoStream
 
 
 def media(

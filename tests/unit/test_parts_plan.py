@@ -9,10 +9,10 @@ import pytest
 
 from services.config import Settings
 from services.contract.parts import SOUND, VIDEO
-from services.parts import part_length, part_thumbnails, part_window, plan_parts
-from services.playlists import join_media_playlists
-from services.probe import AudioStream, MediaInfo, VideoStream
-from services.storyboard import StoryboardPlan, Thumbnails
+from services.media.parts import part_length, part_thumbnails, part_window, plan_parts
+from services.media.playlists import join_media_playlists
+from services.media.probe import AudioStream, MediaInfo, VideoStream
+from services.media.storyboard import StoryboardPlan, Thumbnails
 
 VIDEO_STREAM = VideoStream(codec="h264", width=1920, height=1080, fps=30.0, pix_fmt="yuv420p", rotation=0)
 AUDIO_STREAM = AudioStream(codec="aac", channels=2, sample_rate=48000)

@@ -10,12 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from services.dash import Representation, write_dash_manifest
-from services.ladder import plan_audio, plan_ladder, plan_subtitles
-from services.pictures import PicturePlan, build_idet_command, interlaced_by_idet, needs_idet, plan_picture
-from services.playlists import Bitrates, MediaPlaylist, Segment
-from services.probe import AudioStream, MediaInfo, SubtitleStream, VideoStream
-from services.quality import (
+from services.media.dash import Representation, write_dash_manifest
+from services.media.ladder import plan_audio, plan_ladder, plan_subtitles
+from services.media.pictures import (
+    PicturePlan,
+    build_idet_command,
+    interlaced_by_idet,
+    needs_idet,
+    plan_picture,
+)
+from services.media.playlists import Bitrates, MediaPlaylist, Segment
+from services.media.probe import AudioStream, MediaInfo, SubtitleStream, VideoStream
+from services.media.quality import (
     Cut,
     Window,
     build_quality_command,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from services.errors import InvalidMedia, TooLarge
-from services.probe import MediaInfo, ProbeLimits, accepted_demuxers, content_seconds, parse_probe
+from services.media.probe import MediaInfo, ProbeLimits, accepted_demuxers, content_seconds, parse_probe
 
 LIMITS = ProbeLimits(max_duration_seconds=3600, max_pixels=1920 * 1080, max_streams=4)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ffmpeg as ffmpeg_python
 import pytest
 
-from services.storyboard import (
+from services.media.storyboard import (
     MAX_TILES,
     plan_storyboard,
     poster_time,

@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass
 
 from services.contract.parts import SOUND, VIDEO, PartPlan
-from services.probe import MediaInfo
-from services.storyboard import StoryboardPlan, Thumbnails, poster_time
+from services.media.probe import MediaInfo
+from services.media.storyboard import StoryboardPlan, Thumbnails, poster_time
 
 # Demuxers of raw elementary streams: no index, and no timestamps to seek by.
 UNSEEKABLE_DEMUXERS = frozenset(

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.ladder import AudioRendition, Rendition, SubtitleRendition
+from services.media.ladder import AudioRendition, Rendition, SubtitleRendition
 
 MASTER_PLAYLIST = "master.m3u8"
 MEDIA_PLAYLIST = "index.m3u8"

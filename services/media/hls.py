@@ -14,11 +14,11 @@ from typing import Any
 
 from services.captions import first_segment_start, subtitle_playlist, with_timestamp_map
 from services.config import Settings
-from services.confine import confine
-from services.dash import DASH_MANIFEST, Representation, write_dash_manifest
 from services.errors import Canceled, DiskFull, TranscodeFailed
-from services.ffmpeg import Encoders, SegmentFormat, build_hls_command, run_ffmpeg, subtitle_source_path
-from services.ladder import (
+from services.media.confine import confine
+from services.media.dash import DASH_MANIFEST, Representation, write_dash_manifest
+from services.media.ffmpeg import Encoders, SegmentFormat, build_hls_command, run_ffmpeg, subtitle_source_path
+from services.media.ladder import (
     DEFAULT_RATE_CONTROL,
     AudioRendition,
     RateControl,
@@ -29,8 +29,14 @@ from services.ladder import (
     plan_ladder,
     plan_subtitles,
 )
-from services.pictures import PicturePlan, build_idet_command, interlaced_by_idet, needs_idet, plan_picture
-from services.playlists import (
+from services.media.pictures import (
+    PicturePlan,
+    build_idet_command,
+    interlaced_by_idet,
+    needs_idet,
+    plan_picture,
+)
+from services.media.playlists import (
     MASTER_PLAYLIST,
     MEDIA_PLAYLIST,
     Bitrates,
@@ -41,9 +47,9 @@ from services.playlists import (
     with_audio,
     write_master_playlist,
 )
-from services.probe import MediaInfo
-from services.quality import measure_quality
-from services.storyboard import (
+from services.media.probe import MediaInfo
+from services.media.quality import measure_quality
+from services.media.storyboard import (
     POSTER_FILE,
     SPRITE_FILE,
     VTT_FILE,

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
-from services.ladder import AudioRendition, Rendition, SubtitleRendition
-from services.playlists import AAC_LC, Bitrates, MediaPlaylist, video_codec
+from services.media.ladder import AudioRendition, Rendition, SubtitleRendition
+from services.media.playlists import AAC_LC, Bitrates, MediaPlaylist, video_codec
 
 DASH_MANIFEST = "manifest.mpd"
 TIMESCALE = 1000

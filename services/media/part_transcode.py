@@ -19,8 +19,8 @@ from services.captions import first_segment_start
 from services.config import Settings
 from services.contract.parts import VIDEO, PartPlan
 from services.errors import Canceled
-from services.ffmpeg import build_hls_command, run_ffmpeg, subtitle_source_path
-from services.hls import (
+from services.media.ffmpeg import build_hls_command, run_ffmpeg, subtitle_source_path
+from services.media.hls import (
     STOP_POLL_SECONDS,
     SegmentsWritten,
     TranscodePlan,
@@ -28,10 +28,10 @@ from services.hls import (
     encoders_for,
     quality_receipts,
 )
-from services.parts import PartWindow, part_window
-from services.playlists import MEDIA_PLAYLIST, parse_media_playlist
-from services.probe import MediaInfo
-from services.storyboard import POSTER_FILE, THUMBNAILS_DIR
+from services.media.parts import PartWindow, part_window
+from services.media.playlists import MEDIA_PLAYLIST, parse_media_playlist
+from services.media.probe import MediaInfo
+from services.media.storyboard import POSTER_FILE, THUMBNAILS_DIR
 from services.workspace import Workspace
 from services.workspace.live import FolderUploader
 

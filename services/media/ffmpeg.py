@@ -21,14 +21,14 @@ from typing import IO, Any, Literal
 
 import ffmpeg as ffmpeg_python
 
-from services.confine import KILL_GRACE_SECONDS, kill_group, spawn_confined
 from services.errors import Canceled, ConveyorError, DiskFull, InvalidMedia, StageTimeout, TranscodeFailed
-from services.ladder import AudioRendition, Rendition, SubtitleRendition
-from services.parts import PartWindow
-from services.pictures import PicturePlan, picture_steps, scale_step, tagged_bt709
-from services.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, h264_level, hevc_level
-from services.probe import REFUSED_DEMUXERS, MediaInfo
-from services.storyboard import (
+from services.media.confine import KILL_GRACE_SECONDS, kill_group, spawn_confined
+from services.media.ladder import AudioRendition, Rendition, SubtitleRendition
+from services.media.parts import PartWindow
+from services.media.pictures import PicturePlan, picture_steps, scale_step, tagged_bt709
+from services.media.playlists import MASTER_PLAYLIST, MEDIA_PLAYLIST, h264_level, hevc_level
+from services.media.probe import REFUSED_DEMUXERS, MediaInfo
+from services.media.storyboard import (
     JPEG_QUALITY,
     POSTER_FILE,
     SPRITE_FILE,
@@ -48,7 +48,7 @@ H264_PROFILE = "high"
 SegmentFormat = Literal["ts", "fmp4"]
 # How ffmpeg reports ENOSPC (strerror), whichever output it was writing.
 NO_SPACE = "No space left on device"
-# Where ffmpeg writes a source subtitle track, whole; services/hls.py makes its playlist.
+# Where ffmpeg writes a source subtitle track, whole; services/media/hls.py makes its playlist.
 SUBTITLE_SOURCE_FILE = "source.vtt"
 # x265 as HLS needs it: no scene-cut keyframes or open GOPs, so every segment starts on an
 # IDR the other renditions share; quiet, since its banner goes to stderr.
@@ -251,7 +251,7 @@ def _audio_args(k: int, audio: AudioRendition) -> dict[str, Any]:
 
 def variant_map(renditions: Sequence[Rendition], audio: Sequence[AudioRendition]) -> str:
     """-var_stream_map: one variant per video rendition, then one per audio rendition; the
-    master that groups them is ours (services.playlists), not ffmpeg's."""
+    master that groups them is ours (services.media.playlists), not ffmpeg's."""
     video = [f"v:{i},name:{r.name}" for i, r in enumerate(renditions)]
     sound = [f"a:{k},name:{a.name}" for k, a in enumerate(audio)]
     return " ".join(video + sound)
@@ -315,12 +315,12 @@ def build_hls_command(
     Produces ``out_dir/<name>/index.m3u8`` for each video and audio rendition, with MPEG-TS
     ``seg_00000.ts``… or, for ``fmp4`` (CMAF), ``init.mp4`` (``init_<name>.mp4`` when there
     are several) and ``seg_00000.m4s``…; callers then write the master with
-    ``services.playlists.write_master_playlist``. Each subtitle track is written whole as
+    ``services.media.playlists.write_master_playlist``. Each subtitle track is written whole as
     WebVTT (``subtitle_source_path``). With a ``storyboard`` plan the same decode also writes
     ``poster.jpg`` and the storyboard sprite. Without video renditions (a sound-only source)
     only the audio renditions are written.
 
-    With a `window`, the process is one part of a transcode (services/parts.py): it reads
+    With a `window`, the process is one part of a transcode (services/media/parts.py): it reads
     from a little before the part's start, keeps the frames of its window, numbers its
     segments from the part's first, and keeps the source's own clock (shifted by
     PART_TIMESTAMP_OFFSET_SECONDS alike in every part, so no part starts below zero), so the
@@ -390,7 +390,7 @@ def build_hls_command(
         options["hls_segment_type"] = "mpegts"
         segment_name = "seg_%05d.ts"
     if window is None:
-        # ffmpeg's own master is written over by services.playlists; a part writes none.
+        # ffmpeg's own master is written over by services.media.playlists; a part writes none.
         options["master_pl_name"] = MASTER_PLAYLIST
     else:
         options |= {"start_number": window.first_segment, "output_ts_offset": PART_TIMESTAMP_OFFSET_SECONDS}

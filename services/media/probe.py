@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from services.config import Settings
-from services.confine import confine
 from services.errors import InvalidMedia, TooLarge
+from services.media.confine import confine
 
 PROBE_TIMEOUT_SECONDS = 30
 # Demuxers that open further files or URLs named inside the input (playlists, manifests,

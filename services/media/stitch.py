@@ -19,20 +19,26 @@ from pathlib import Path
 from typing import Any
 
 from services.config import Settings
-from services.confine import confine
 from services.contract.parts import SOUND, VIDEO
 from services.errors import TranscodeFailed
-from services.ffmpeg import PART_TIMESTAMP_OFFSET_SECONDS, subtitle_source_path
-from services.hls import TranscodePlan, ladder_output
-from services.playlists import (
+from services.media.confine import confine
+from services.media.ffmpeg import PART_TIMESTAMP_OFFSET_SECONDS, subtitle_source_path
+from services.media.hls import TranscodePlan, ladder_output
+from services.media.playlists import (
     MEDIA_PLAYLIST,
     Bitrates,
     join_media_playlists,
     measure_bitrates,
     parse_media_playlist,
 )
-from services.probe import MediaInfo
-from services.storyboard import POSTER_FILE, SPRITE_FILE, THUMBNAILS_DIR, build_tile_command, thumbnail_name
+from services.media.probe import MediaInfo
+from services.media.storyboard import (
+    POSTER_FILE,
+    SPRITE_FILE,
+    THUMBNAILS_DIR,
+    build_tile_command,
+    thumbnail_name,
+)
 from services.workspace import Workspace
 from services.workspace.live import FolderUploader
 

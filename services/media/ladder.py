@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from services.errors import InvalidMedia
-from services.probe import AudioStream, MediaInfo, SubtitleStream, VideoStream
+from services.media.probe import AudioStream, MediaInfo, SubtitleStream, VideoStream
 
 VideoCodec = Literal["h264", "hevc", "av1"]
 RateControl = Literal["capped_crf", "bitrate"]

@@ -23,11 +23,11 @@ from typing import Any, Literal
 
 import ffmpeg as ffmpeg_python
 
-from services.ffmpeg import run_ffmpeg, split_stream
-from services.ladder import Rendition
-from services.pictures import PicturePlan, picture_steps, scale_step, tagged_bt709
-from services.playlists import MEDIA_PLAYLIST, MediaPlaylist, init_section, parse_media_playlist
-from services.probe import MediaInfo
+from services.media.ffmpeg import run_ffmpeg, split_stream
+from services.media.ladder import Rendition
+from services.media.pictures import PicturePlan, picture_steps, scale_step, tagged_bt709
+from services.media.playlists import MEDIA_PLAYLIST, MediaPlaylist, init_section, parse_media_playlist
+from services.media.probe import MediaInfo
 
 Metric = Literal["vmaf", "psnr_ssim"]
 VMAF_MODEL = "version=vmaf_v0.6.1"

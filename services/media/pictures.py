@@ -2,7 +2,7 @@
 
 Pure decisions from the probe (and, for interlacing a file does not declare, from ``idet`` on
 a sample, whose command and log are built and read here), applied as ffmpeg-python filter
-steps by services/ffmpeg.py. Every rendition comes out 8-bit 4:2:0 BT.709, tagged so.
+steps by services/media/ffmpeg.py. Every rendition comes out 8-bit 4:2:0 BT.709, tagged so.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import ffmpeg as ffmpeg_python
 
-from services.probe import MediaInfo
+from services.media.probe import MediaInfo
 
 # idet looks at this many frames from the start: enough to outvote a few undetermined ones,
 # a second or two of decoding even for 1080p.

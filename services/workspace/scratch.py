@@ -42,19 +42,15 @@ def _take_lock(path: Path) -> int | None:
     return fd
 
 
-def remove_abandoned(parent: Path) -> list[Path]:
-    """Remove the scratch folders under `parent` whose process is gone; the removed ones."""
-    removed = []
-    for root in parent.glob(f"{ROOT_PREFIX}*/{LOCK_NAME}"):
-        fd = _take_lock(root)
-        if fd is None:
-            continue
-        try:
-            shutil.rmtree(root.parent, ignore_errors=True)
-            removed.append(root.parent)
-        finally:
-            os.close(fd)
-    return removed
+def remove_abandoned(parent: Path) -> None:
+    """Remove the scratch folders under `parent` whose process is gone."""
+    for lock in parent.glob(f"{ROOT_PREFIX}*/{LOCK_NAME}"):
+        fd = _take_lock(lock)
+        if fd is not None:
+            try:
+                shutil.rmtree(lock.parent, ignore_errors=True)
+            finally:
+                os.close(fd)
 
 
 class Scratch:

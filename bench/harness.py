@@ -42,8 +42,8 @@ from celery import Celery
 
 from bench.traffic import Traffic, bucket_traffic
 from scripts.s3server import free_s3_port, start_weed, stop_weed
-from services.analysis import analyze_local
-from services.analyzers import smallest_picture
+from services.analysis.backends import smallest_picture
+from services.analysis.local import analyze_local
 from services.broker import EPOCH_KEY, SENT_LOG_KEY
 from services.config import get_settings
 from services.media.ffmpeg import build_hls_command, run_ffmpeg

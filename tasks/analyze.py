@@ -3,7 +3,7 @@ from copies in this worker's scratch of what it needs from the workspace."""
 
 from typing import Any
 
-from services.analyzers import AnalysisInputs, EarlierOutputs, analyze_job
+from services.analysis.backends import AnalysisInputs, EarlierOutputs, analyze_job
 from services.media.probe import MediaInfo
 from services.publishing import transcoded_folder
 from tasks.base import StageContext, stage_task

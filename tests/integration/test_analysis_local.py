@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from services.analysis import analyze_local
-from services.analyzers import smallest_picture
+from services.analysis.backends import smallest_picture
+from services.analysis.local import analyze_local
 from services.config import Settings, get_settings
 from services.errors import AnalysisFailed, Canceled
 from services.media.hls import transcode_to_hls

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from services.analysis.gemini import VideoAnalysis, analyze_video, pick_rendition, rendition_to_mp4
 from services.config import get_settings
 from services.errors import Canceled, ConveyorError
-from services.gemini import VideoAnalysis, analyze_video, pick_rendition, rendition_to_mp4
 from services.google_ai import gemini_client
 from services.media.hls import transcode_to_hls
 from services.media.probe import probe

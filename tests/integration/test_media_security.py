@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from services.analyzers import EarlierOutputs
+from services.analysis.backends import EarlierOutputs
+from services.analysis.gemini import rendition_to_mp4
 from services.config import get_settings
 from services.errors import AnalysisFailed, InvalidMedia, TooLarge, TranscodeFailed
-from services.gemini import rendition_to_mp4
 from services.media.ffmpeg import build_hls_command, run_ffmpeg
 from services.media.ladder import plan_ladder
 from services.media.probe import MediaInfo, ProbeLimits, VideoStream, probe

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.analysis import AnalysisLog, build_analysis_command, build_result, parse_analysis_log
+from services.analysis.local import AnalysisLog, build_analysis_command, build_result, parse_analysis_log
 from services.media.probe import AudioStream, MediaInfo, VideoStream
 
 # 1 s black then 2 s testsrc2; audio 1 s sine, 1 s silence, 1 s sine (the full stderr, so the

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.analysis import analyze_local
+from services.analysis.local import analyze_local
 from services.captions import first_segment_start, language_tag, make_cues, publish_captions
 from services.config import Settings
 from services.errors import AnalysisFailed
@@ -141,7 +141,7 @@ def _analyze_with_gemini(
 ) -> dict[str, Any]:
     # Imported here, not at the top: google-genai's models cost every process that imports
     # them about 25 MB, and only a job that asked for Gemini needs them.
-    from services.gemini import analyze_video, pick_rendition, rendition_to_mp4
+    from services.analysis.gemini import analyze_video, pick_rendition, rendition_to_mp4
     from services.google_ai import gemini_client
 
     rendition = pick_rendition(inputs.renditions)

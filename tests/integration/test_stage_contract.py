@@ -9,10 +9,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import ApiKey, JobStage, StageAttempt
+from models import ApiKey, JobPart, JobStage, StageAttempt
 from services.apikeys import create_key
 from services.contract import (
     Claim,
+    Dispatch,
+    claim_part,
     claim_stage,
     complete_stage,
     fail_stage,
@@ -20,7 +22,9 @@ from services.contract import (
     renew_lease,
     request_cancel,
     requeue_stage,
+    start_parts,
 )
+from services.contract.parts import SOUND, VIDEO, PartPlan
 from services.errors import FetchFailed
 from services.jobs import create_job, get_job, job_to_dict
 from services.operations import retry_job
@@ -281,3 +285,45 @@ def test_a_claim_refused_by_a_cancel_ends_the_job_whose_worker_died(
     assert refusal(sessions, clock, job_id, "fetch") == "canceled"  # a redelivered message
     assert job_status(sessions, job_id) == "canceled"
     assert attempt_outcomes(sessions, job_id, "fetch") == ["canceled"]
+
+
+def queued_parts(sessions: sessionmaker[Session], dispatches: list[Dispatch]) -> list[tuple[str, int]]:
+    with sessions() as session:
+        rows = {row.id: row for row in session.scalars(select(JobPart))}
+    return [(rows[d.part_id].kind, rows[d.part_id].index) for d in dispatches if d.part_id is not None]
+
+
+def test_parts_are_queued_sound_first_then_by_index_and_again_so_on_a_retry(
+    sessions: sessionmaker[Session], clock: FixedClock, job_id: uuid.UUID
+) -> None:
+    """The sound is the longest part (the whole source), so it goes first, to run beside the
+    video parts; on an operator's retry the parts that did not succeed go in the same order,
+    whatever order the database returns their rows in."""
+    fetched = claim(sessions, clock, job_id)
+    assert fetched is not None
+    with sessions.begin() as session:
+        complete_stage(session, fetched, {"path": "jobs/x/fetch/1/original"}, clock=clock)
+    # The plan lists the sound last, as plan_parts does.
+    plans = [PartPlan(i, VIDEO, 60.0 * i, 60.0 * (i + 1), 60.0, 15 * i) for i in range(3)]
+    plans.append(PartPlan(3, SOUND, 0.0, None, 180.0, 0))
+    expected = [(SOUND, 3), (VIDEO, 0), (VIDEO, 1), (VIDEO, 2)]
+    planning = claim(sessions, clock, job_id, "transcode")
+    assert planning is not None
+    with sessions.begin() as session:
+        first = start_parts(session, planning, plans, {}, clock=clock)
+    assert queued_parts(sessions, first.dispatches) == expected
+
+    video_zero = first.dispatches[1].part_id
+    assert video_zero is not None
+    with sessions.begin() as session:
+        taken = claim_part(session, video_zero, worker="w1", lease_seconds=LEASE, max_attempts=1, clock=clock)
+        assert taken.claim is not None
+        assert fail_stage(session, taken.claim, "transcode_failed", "broken", clock=clock).applied
+    assert job_status(sessions, job_id) == "failed"
+    with sessions.begin() as session:
+        assert retry_job(session, job_id).stage == "transcode"
+    replanning = claim(sessions, clock, job_id, "transcode")
+    assert replanning is not None
+    with sessions.begin() as session:
+        again = start_parts(session, replanning, plans, {}, clock=clock)
+    assert queued_parts(sessions, again.dispatches) == expected

@@ -288,9 +288,10 @@ def test_a_claim_refused_by_a_cancel_ends_the_job_whose_worker_died(
 
 
 def queued_parts(sessions: sessionmaker[Session], dispatches: list[Dispatch]) -> list[tuple[str, int]]:
+    ids = [d.part_id for d in dispatches if d.part_id is not None]
     with sessions() as session:
-        rows = {row.id: row for row in session.scalars(select(JobPart))}
-    return [(rows[d.part_id].kind, rows[d.part_id].index) for d in dispatches if d.part_id is not None]
+        rows = {row.id: row for row in session.scalars(select(JobPart).where(JobPart.id.in_(ids)))}
+    return [(rows[part_id].kind, rows[part_id].index) for part_id in ids]
 
 
 def test_parts_are_queued_sound_first_then_by_index_and_again_so_on_a_retry(

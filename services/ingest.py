@@ -2,8 +2,10 @@
 
 A remote source (URL, S3 object, Veo) is streamed into the workspace under the fetch
 attempt's own key and, in the same pass, into the attempt's scratch, where ffprobe reads it;
-an upload is already in the workspace (the API streamed it there) and is copied into scratch
-for the probe. Nothing is visible under the key until the whole source has arrived.
+an upload is already in the workspace (the API streamed it there) and ffprobe reads it where
+it lies (`Workspace.readable`): on the object store through a presigned URL, with ranged
+reads of only what it needs, so a 2 GB upload costs the fetch host neither 2 GB of transfer
+nor 2 GB of scratch. Nothing is visible under the key until the whole source has arrived.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from services.media.probe import MediaInfo, probe, probe_limits
 from services.s3source import fetch_s3_object
 from services.stopping import StopSignal
 from services.storage import make_s3_client
-from services.workspace import ObjectWriter, Workspace
+from services.workspace import ObjectWriter, Readable, Workspace
 from services.workspace.keys import attempt_prefix
 
 if TYPE_CHECKING:
@@ -63,7 +65,7 @@ class SourceCopy:
 @dataclass(frozen=True)
 class Ingested:
     key: str  # the source in the workspace
-    local: Path  # its copy in this attempt's scratch
+    readable: Readable  # where the probe reads it
 
 
 def ingest_source(
@@ -78,10 +80,11 @@ def ingest_source(
     on_progress: Callable[[float], None],
     stop: StopSignal,
 ) -> Ingested:
-    """The job's source in the workspace and in scratch, fetched or generated first when remote."""
+    """The job's source in the workspace, fetched or generated first when remote, and where the
+    probe reads it."""
     if "upload" in source:
         key = str(source["upload"]["key"])
-        return Ingested(key, workspace.get_file(key, scratch / "source", should_stop=stop))
+        return Ingested(key, workspace.readable(key, scratch / "source"))
     kind = next((kind for kind in REMOTE_KINDS if kind in source), None)
     if kind is None:
         raise InvalidMedia(f"Unsupported source: {sorted(source)}")
@@ -119,13 +122,15 @@ def ingest_source(
                     source["generate"], settings, resume, on_progress=on_progress, should_stop=stop
                 )
             )
-    return Ingested(key, local)
+    return Ingested(key, Readable(local, local.stat().st_size))
 
 
 def describe_source(ingested: Ingested, settings: Settings) -> tuple[MediaInfo, dict[str, Any]]:
     """Probe the source within the probe limits (too long, too many pixels or streams: refused
     here, before any stage decodes it); the stage output records where it is and what it holds."""
     info = probe(
-        ingested.local, probe_limits(settings), memory_limit_bytes=settings.ffmpeg_memory_limit_bytes
+        ingested.readable.location,
+        probe_limits(settings),
+        memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
     )
-    return info, {"key": ingested.key, "bytes": ingested.local.stat().st_size, "media": asdict(info)}
+    return info, {"key": ingested.key, "bytes": ingested.readable.size, "media": asdict(info)}

@@ -1,4 +1,5 @@
-"""ffprobe a local file into a typed description of what it holds, within limits."""
+"""ffprobe a local file, or an object of the workspace bucket through a presigned URL, into a
+typed description of what it holds, within limits."""
 
 from __future__ import annotations
 
@@ -12,10 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from services.config import Settings
-from services.errors import InvalidMedia, TooLarge
+from services.errors import InvalidMedia, StorageFailed, TooLarge
 from services.media.confine import confine
 
 PROBE_TIMEOUT_SECONDS = 30
+# A URL's read that stalls this long fails with an error of its own (below), not the timeout.
+URL_STALL_MICROSECONDS = 10_000_000
+# The protocols a presigned URL of each scheme needs, and nothing more: a nested open of a
+# file, or of any other protocol, is refused by ffmpeg itself.
+URL_PROTOCOLS = {"http": "http,tcp", "https": "https,tls,tcp"}
+# How ffmpeg reports that a URL could not be read, as opposed to what it read being bad.
+_UNREACHABLE = re.compile(
+    r"Connection refused|Connection reset|timed out|Server returned|Network is unreachable|"
+    r"Failed to resolve|No route to host"
+)
 # Demuxers that open further files or URLs named inside the input (playlists, manifests,
 # concat lists, session descriptions) and capture devices or synthetic sources that are not
 # files at all. The protocol whitelist still lets a playlist reach other *local* files, such
@@ -365,18 +376,39 @@ def _refusal(stderr: str) -> str:
     return f"The file is not a readable video or audio file ({reason})."
 
 
+def input_protocols(source: Path | str) -> list[str]:
+    """The protocol options for reading `source`: a local file, or a presigned http(s) URL."""
+    if isinstance(source, Path):
+        return ["-protocol_whitelist", "file"]
+    scheme = source.partition("://")[0]
+    if scheme not in URL_PROTOCOLS:
+        raise ValueError(f"ffprobe reads files and http(s) URLs, not {scheme!r}")
+    return ["-protocol_whitelist", URL_PROTOCOLS[scheme], "-rw_timeout", str(URL_STALL_MICROSECONDS)]
+
+
+def probe_failure(stderr: str, *, remote: bool) -> InvalidMedia | StorageFailed:
+    """What a failed ffprobe means: the store not answering is transient (another attempt may
+    well read it), anything else is the file's."""
+    if remote and _UNREACHABLE.search(stderr):
+        last = stderr.strip().splitlines()[-1]
+        return StorageFailed(f"Reading the source from the workspace failed ({last}).")
+    return InvalidMedia(_refusal(stderr))
+
+
 def probe(
-    path: Path, limits: ProbeLimits | None = None, *, memory_limit_bytes: int | None = None
+    source: Path | str, limits: ProbeLimits | None = None, *, memory_limit_bytes: int | None = None
 ) -> MediaInfo:
-    """Probe a local file; anything ffprobe cannot read is `invalid_media`, anything over
-    ``limits`` is `too_large`. A playlist-like file is refused without opening what it names."""
-    if not path.exists() or path.stat().st_size == 0:
+    """Probe a local file or a presigned URL (read in place, with ranged GETs: only what
+    ffprobe needs crosses the network); anything ffprobe cannot read is `invalid_media`,
+    anything over ``limits`` is `too_large`, a store that does not answer is `storage_failed`.
+    A playlist-like file is refused without opening what it names."""
+    if isinstance(source, Path) and (not source.exists() or source.stat().st_size == 0):
         raise InvalidMedia("The file is empty.")
     args = [
-        "ffprobe", "-v", "error", "-protocol_whitelist", "file",
+        "ffprobe", "-v", "error", *input_protocols(source),
         "-format_whitelist", _format_whitelist(),
         "-print_format", "json", "-show_format", "-show_streams",
-        str(path),
+        str(source),
     ]  # fmt: skip
     try:
         done = subprocess.run(
@@ -390,7 +422,10 @@ def probe(
     except subprocess.TimeoutExpired as exc:
         raise InvalidMedia("Probing the file took too long.") from exc
     if done.returncode != 0:
-        raise InvalidMedia(_refusal(done.stderr))
+        if isinstance(source, Path):
+            raise probe_failure(done.stderr, remote=False)
+        # A presigned URL is a credential while it lasts: it never goes into an error message.
+        raise probe_failure(done.stderr.replace(source, "the source"), remote=True)
     return parse_probe(json.loads(done.stdout or "{}"), limits)
 
 

@@ -7,7 +7,9 @@ One interface (`Workspace`, in base.py), two stores, chosen by ``WORKSPACE_URL``
 * ``file:///path``: a folder, for one host.
 
 Every process keeps its own private scratch folder (scratch.py) for the files ffmpeg reads
-and writes; no other process ever reads it. Workspace failures (a bucket missing, the store
+and writes; no other process ever reads it. The one exception to reading from scratch is the
+fetch stage's probe of an upload, which reads the object in place through a presigned URL of
+the workspace bucket (`Workspace.readable`). Workspace failures (a bucket missing, the store
 unreachable, a full disk) are `storage_failed`, transient: another attempt may well succeed.
 """
 
@@ -20,6 +22,7 @@ from services.config import Settings
 from services.workspace.base import (
     IncompleteUpload,
     ObjectWriter,
+    Readable,
     StopCheck,
     StoredObject,
     Workspace,
@@ -47,6 +50,7 @@ __all__ = [
     "FileWorkspace",
     "IncompleteUpload",
     "ObjectWriter",
+    "Readable",
     "S3Workspace",
     "StopCheck",
     "StoredObject",

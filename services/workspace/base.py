@@ -25,6 +25,16 @@ class StoredObject:
 
 
 @dataclass(frozen=True)
+class Readable:
+    """Where a probe reads an object: a file in the caller's scratch, or the object where it
+    lies, as a presigned URL of the workspace bucket (ffprobe reads it with ranged GETs); and
+    the object's size."""
+
+    location: Path | str
+    size: int
+
+
+@dataclass(frozen=True)
 class IncompleteUpload:
     """A write that was started and neither completed nor aborted (its writer was killed)."""
 
@@ -89,6 +99,11 @@ class Workspace(Protocol):
 
     def get_file(self, key: str, dest: Path, *, should_stop: StopCheck = never) -> Path:
         """A local copy of the object at `dest` (in the caller's scratch folder)."""
+        ...
+
+    def readable(self, key: str, dest: Path) -> Readable:
+        """Where a probe may read the object: in place when the store serves ranged reads over
+        HTTP (only what the probe needs crosses the network), else a local copy at `dest`."""
         ...
 
     def read_bytes(self, key: str) -> bytes:

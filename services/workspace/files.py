@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from services.errors import StorageFailed
-from services.workspace.base import CommitOnExit, IncompleteUpload, StopCheck, StoredObject, never
+from services.workspace.base import CommitOnExit, IncompleteUpload, Readable, StopCheck, StoredObject, never
 from services.workspace.keys import JOBS, check_key
 from services.workspace.streams import full_disk_is_transient
 
@@ -111,6 +111,10 @@ class FileWorkspace:
             dest.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(source, dest)
         return dest
+
+    def readable(self, key: str, dest: Path) -> Readable:
+        copy = self.get_file(key, dest)  # a hard link: no byte is copied
+        return Readable(copy, copy.stat().st_size)
 
     def read_bytes(self, key: str) -> bytes:
         try:

@@ -12,7 +12,7 @@ from typing import Any
 from services.config import Settings
 from services.errors import StorageFailed
 from services.storage import STORAGE_ERRORS, make_s3_client
-from services.workspace.base import IncompleteUpload, StopCheck, StoredObject, never
+from services.workspace.base import IncompleteUpload, Readable, StopCheck, StoredObject, never
 from services.workspace.keys import JOBS, check_key, folders_of, job_of
 from services.workspace.multipart import PART_BYTES, MultipartWriter, storage_failed
 from services.workspace.scratch import Scratch
@@ -25,6 +25,8 @@ DELETE_BATCH = 1000
 LIST_PAGE = 1000
 # A single CopyObject copies up to 5 GB; larger objects need the managed, multipart copy.
 SINGLE_COPY_LIMIT = 5 * 1024**3
+# How long a presigned URL handed to ffprobe stays valid: well beyond the probe's own timeout.
+READABLE_SECONDS = 300
 
 
 class S3Workspace:
@@ -107,6 +109,15 @@ class S3Workspace:
         if written != size:
             raise StorageFailed(f"Reading {key} ended at byte {written} of {size}.")
         return dest
+
+    def readable(self, key: str, dest: Path) -> Readable:
+        name = self._name(key)
+        with self._errors(f"Reading {key}"):
+            size = int(self.client.head_object(Bucket=self.bucket, Key=name)["ContentLength"])
+            url: str = self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=READABLE_SECONDS
+            )
+        return Readable(url, size)
 
     def read_bytes(self, key: str) -> bytes:
         with self._errors(f"Reading {key}"):

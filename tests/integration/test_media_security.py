@@ -190,6 +190,30 @@ def test_the_transcode_parses_its_source_only_as_the_probe_accepted_it(
     assert listener.paths == []
 
 
+def test_a_playlist_in_the_object_store_is_refused_through_its_url_without_following_it(
+    s3_server: str, tmp_path: Path, tripwire: Tripwire, listener: Listener
+) -> None:
+    """The fetch stage's probe reads an upload where it lies, through a presigned URL, under an
+    http-only protocol whitelist and the demuxer whitelist: a playlist is refused as a file
+    is, and neither the file nor the URL it names is opened."""
+    workspace = open_workspace(get_settings())
+    key = f"jobs/{uuid.uuid4()}/source/movie.mp4"
+    upload = tmp_path / "movie.mp4"
+    upload.write_text(
+        PLAYLIST.format(uri=f"file://{tripwire.path}").replace("http://127.0.0.1:9", listener.url)
+    )
+    workspace.put_file(upload, key)
+    try:
+        readable = workspace.readable(key, tmp_path / "scratch" / "source")
+        assert isinstance(readable.location, str) and readable.location.startswith("http://")
+        with pytest.raises(InvalidMedia, match=r"'hls'.*not accepted"):
+            probe(readable.location, GENEROUS)
+    finally:
+        workspace.remove(key)
+    assert not tripwire.opened.is_set()
+    assert listener.paths == []
+
+
 def rendition_in_workspace(workspace: Workspace, tmp_path: Path, playlist: str) -> str:
     """A transcode attempt's prefix holding a 240p rendition with one real segment and `playlist`."""
     prefix = f"jobs/{uuid.uuid4()}/transcode/1/"

@@ -4,16 +4,21 @@ folder. Whatever a stage, the API or the retention task relies on holds for each
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import pytest
 
 from services.config import get_settings
 from services.errors import Canceled, StorageFailed
+from services.ingest import describe_source, ingest_source
+from services.media.probe import ProbeLimits, probe
+from services.stopping import StopSignal
 from services.workspace import FileWorkspace, S3Workspace, Workspace, open_workspace
-from services.workspace.keys import attempt_prefix, job_prefix
+from services.workspace.keys import attempt_prefix, job_prefix, upload_key
 from services.workspace.multipart import PART_BYTES
 
 pytestmark = pytest.mark.integration
@@ -142,6 +147,88 @@ def test_job_prefixes_page_in_key_order(workspace: Workspace, tmp_path: Path) ->
     finally:
         for job in jobs:
             workspace.remove(job_prefix(job))
+
+
+def moov_last_clip(path: Path) -> Path:
+    """A short mp4 as cameras write it: the index (moov) after the media, so reading its
+    description means seeking to the end."""
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y",
+         "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:d=2", "-f", "lavfi", "-i", "sine=d=2",
+         "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def test_a_probe_reads_an_object_where_it_lies(workspace: Workspace, job: uuid.UUID, tmp_path: Path) -> None:
+    """The object store hands the probe a presigned URL (ffprobe seeks with ranged GETs), the
+    folder a hard link in scratch: either way it reads as the file itself does."""
+    clip = moov_last_clip(tmp_path / "clip.mp4")
+    key = f"jobs/{job}/source/clip.mp4"
+    workspace.put_file(clip, key)
+    dest = tmp_path / "scratch" / "source"
+    try:
+        readable = workspace.readable(key, dest)
+        limits = ProbeLimits(3600, 8192 * 4320, 16)
+        assert readable.size == clip.stat().st_size
+        assert probe(readable.location, limits) == probe(clip, limits)
+        if isinstance(workspace, S3Workspace):
+            assert isinstance(readable.location, str) and not dest.exists()  # nothing copied
+        else:
+            assert readable.location == dest and dest.samefile(workspace.path(key))
+    finally:
+        workspace.remove(job_prefix(job))
+
+
+def test_the_fetch_probes_an_upload_without_copying_it(
+    s3_server: str, job: uuid.UUID, tmp_path: Path
+) -> None:
+    """A 2 GB upload costs the fetch host neither a 2 GB transfer nor 2 GB of scratch: the
+    probe reads the object in place, and the attempt's scratch stays empty."""
+    settings = get_settings()
+    workspace = open_workspace(settings)
+    clip = moov_last_clip(tmp_path / "clip.mp4")
+    key = upload_key(job, "clip.mp4")
+    workspace.put_file(clip, key)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    try:
+        ingested = ingest_source(
+            {"upload": {"key": key, "filename": "clip.mp4", "bytes": clip.stat().st_size}},
+            job,
+            1,
+            workspace,
+            scratch,
+            settings,
+            resume=cast(Any, None),  # read only by a generated source
+            on_progress=lambda _: None,
+            stop=StopSignal(),
+        )
+        info, output = describe_source(ingested, settings)
+    finally:
+        workspace.remove(job_prefix(job))
+    assert list(scratch.iterdir()) == []
+    assert (output["key"], output["bytes"]) == (key, clip.stat().st_size)
+    assert info.video is not None and info.audio is not None
+
+
+def test_a_store_gone_mid_probe_is_transient_and_keeps_the_url_to_itself(
+    s3_server: str, job: uuid.UUID, tmp_path: Path
+) -> None:
+    workspace = open_workspace(get_settings())
+    key = f"jobs/{job}/source/clip.mp4"
+    workspace.put_file(moov_last_clip(tmp_path / "clip.mp4"), key)
+    try:
+        readable = workspace.readable(key, tmp_path / "source")
+    finally:
+        workspace.remove(job_prefix(job))
+    assert isinstance(readable.location, str)
+    gone = readable.location.replace(urlsplit(readable.location).netloc, "127.0.0.1:9")
+    with pytest.raises(StorageFailed) as caught:
+        probe(gone, ProbeLimits(3600, 8192 * 4320, 16))
+    assert caught.value.transient and "Connection refused" in str(caught.value)
+    assert "Signature" not in str(caught.value)  # a presigned URL is a credential
 
 
 def test_a_missing_object_is_transient_storage_failed(workspace: Workspace, tmp_path: Path) -> None:

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services.errors import InvalidMedia, TooLarge
-from services.media.probe import MediaInfo, ProbeLimits, accepted_demuxers, content_seconds, parse_probe
+from services.errors import InvalidMedia, StorageFailed, TooLarge
+from services.media.probe import (
+    MediaInfo,
+    ProbeLimits,
+    accepted_demuxers,
+    content_seconds,
+    input_protocols,
+    parse_probe,
+    probe_failure,
+)
 
 LIMITS = ProbeLimits(max_duration_seconds=3600, max_pixels=1920 * 1080, max_streams=4)
 
@@ -253,3 +262,38 @@ def test_a_container_that_overstates_is_held_to_its_streams_and_cover_art_does_n
         {"codec_type": "video", "start_time": "0", "duration": "12.5"},
     ]
     assert content_seconds({"duration": "40"}, streams) == 12.5
+
+
+def test_a_file_is_read_as_a_file_and_a_url_only_over_its_own_scheme() -> None:
+    assert input_protocols(Path("/scratch/source")) == ["-protocol_whitelist", "file"]
+    http = input_protocols("http://127.0.0.1:8333/work/jobs/x/source/clip.mp4?X-Amz-Signature=s")
+    https = input_protocols("https://s3.example/work/clip.mp4")
+    assert http[:2] == ["-protocol_whitelist", "http,tcp"]
+    assert https[:2] == ["-protocol_whitelist", "https,tls,tcp"]
+    assert "-rw_timeout" in http and "-rw_timeout" in https  # a stalled store ends in an error
+    with pytest.raises(ValueError, match="'ftp'"):
+        input_protocols("ftp://elsewhere/clip.mp4")
+
+
+@pytest.mark.parametrize(
+    "stderr",
+    [
+        "[tcp @ 0x1] Connection to tcp://127.0.0.1:9 failed: Connection refused\n"
+        "the source: Connection refused",
+        "[http @ 0x1] HTTP error 503 Service Unavailable\nthe source: Server returned 5XX Server Error reply",
+        "the source: Connection timed out",
+    ],
+)
+def test_a_store_that_does_not_answer_is_transient_and_a_bad_file_is_not(stderr: str) -> None:
+    failure = probe_failure(stderr, remote=True)
+    assert isinstance(failure, StorageFailed) and failure.transient
+    assert "workspace" in str(failure)
+    # The same words from a local file are the file's: nothing was fetched.
+    assert isinstance(probe_failure(stderr, remote=False), InvalidMedia)
+
+
+def test_a_bad_file_behind_a_url_is_invalid_media() -> None:
+    failure = probe_failure("the source: Invalid data found when processing input", remote=True)
+    assert isinstance(failure, InvalidMedia) and not failure.transient
+    refused = probe_failure("[hls @ 0x1] Format not on whitelist 'mov,mp4'", remote=True)
+    assert isinstance(refused, InvalidMedia) and "'hls'" in str(refused)

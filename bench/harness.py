@@ -47,7 +47,7 @@ from services.analysis.local import analyze_local
 from services.broker import EPOCH_KEY, SENT_LOG_KEY
 from services.config import get_settings
 from services.media.ffmpeg import build_hls_command, run_ffmpeg
-from services.media.hls import encoders_for, picture_plan_for, quality_receipts, storyboard_plan_for
+from services.media.hls import encoders_for, picture_plan_for, quality_scores, storyboard_plan_for
 from services.media.ladder import DEFAULT_RATE_CONTROL, plan_audio, plan_ladder
 from services.media.probe import probe
 from services.storage import ensure_bucket, make_s3_client
@@ -451,7 +451,7 @@ def bare_transcode(source: Path, out_dir: Path) -> float:
     run_ffmpeg(args, duration=info.duration, memory_limit_bytes=settings.ffmpeg_memory_limit_bytes)
     if settings.quality_receipts and picture is not None:
         # The stage measures every rendition's quality after the transcode: so does the baseline.
-        quality_receipts(source, out_dir, info, picture, renditions, settings, lambda: False)
+        quality_scores(source, out_dir, info, picture, renditions, settings, lambda: False)
     return time.perf_counter() - started
 
 

@@ -48,7 +48,7 @@ from services.media.playlists import (
     write_master_playlist,
 )
 from services.media.probe import MediaInfo
-from services.media.quality import measure_quality
+from services.media.quality import Scores, Window, measure_scores, plan_windows
 from services.media.storyboard import (
     POSTER_FILE,
     SPRITE_FILE,
@@ -228,7 +228,7 @@ def _dash(
     return DASH_MANIFEST
 
 
-def quality_receipts(
+def quality_scores(
     source: Path,
     out_dir: Path,
     info: MediaInfo,
@@ -236,20 +236,27 @@ def quality_receipts(
     renditions: Sequence[Rendition],
     settings: Settings,
     should_stop: Callable[[], bool],
-) -> list[dict[str, Any] | None]:
-    """Each rendition's quality receipt, or None for all when they cannot be measured: the
-    renditions are good whatever the measure says, so a failed measure costs the job only the
-    receipts (a cancel or a timeout still ends the stage)."""
+    *,
+    windows: Sequence[Window] | None = None,
+    source_offset: float = 0.0,
+) -> list[Scores | None]:
+    """Each rendition's scores over `windows` (default: the sample of the whole video, for a
+    source transcoded whole), or None for all when they cannot be measured: the renditions are
+    good whatever the measure says, so a failed measure costs the job only the receipts (a
+    cancel or a timeout still ends the stage)."""
+    if windows is None:
+        windows = quality_windows(info, renditions, settings)
     try:
-        return list(
-            measure_quality(
+        scores: list[Scores | None] = list(
+            measure_scores(
                 settings.ffmpeg_path,
                 source,
                 info,
                 picture,
                 renditions,
                 out_dir,
-                segment_seconds=settings.segment_seconds,
+                windows,
+                source_offset=source_offset,
                 timeout=settings.time_limits("transcode")[0],
                 memory_limit_bytes=settings.ffmpeg_memory_limit_bytes,
                 should_stop=should_stop,
@@ -257,7 +264,19 @@ def quality_receipts(
         )
     except (TranscodeFailed, ValueError, KeyError, OSError):
         log.warning("quality receipts could not be measured", exc_info=True)
-        return [None] * len(renditions)
+        scores = []
+    return scores or [None] * len(renditions)
+
+
+def quality_windows(info: MediaInfo, renditions: Sequence[Rendition], settings: Settings) -> list[Window]:
+    """The receipts' sample of the whole video, on the renditions' clock."""
+    if not renditions:
+        return []
+    return plan_windows(info.duration, min(r.fps for r in renditions), settings.segment_seconds)
+
+
+def receipts_of(scores: Sequence[Scores | None]) -> list[dict[str, Any] | None]:
+    return [None if score is None else score.receipt() for score in scores]
 
 
 @dataclass(frozen=True)
@@ -404,7 +423,9 @@ def transcode_whole(
     )
     receipts: list[dict[str, Any] | None] = [None] * len(renditions)
     if settings.quality_receipts and picture is not None:
-        receipts = quality_receipts(source, out_dir, info, picture, renditions, settings, should_stop)
+        receipts = receipts_of(
+            quality_scores(source, out_dir, info, picture, renditions, settings, should_stop)
+        )
     output = ladder_output(
         out_dir, info, plan, settings, measured, audio_measured, mpegts_start=mpegts_start, receipts=receipts
     )

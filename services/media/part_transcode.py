@@ -10,8 +10,8 @@ published).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,13 @@ from services.media.hls import (
     TranscodePlan,
     check_complete,
     encoders_for,
-    quality_receipts,
+    quality_scores,
+    quality_windows,
 )
 from services.media.parts import PartWindow, part_window
 from services.media.playlists import MEDIA_PLAYLIST, parse_media_playlist
 from services.media.probe import MediaInfo
+from services.media.quality import windows_within
 from services.media.storyboard import POSTER_FILE, THUMBNAILS_DIR
 from services.workspace import Workspace
 from services.workspace.live import FolderUploader
@@ -118,13 +120,23 @@ def encode_part(
         else None,
         "quality": None,
     }
-    if video and part.index == 0 and settings.quality_receipts and plan.picture is not None:
-        # The receipts sample the first part: its windows are on the renditions' clock from 0,
-        # as in a transcode of one part.
-        sample = dataclasses.replace(info, duration=part.span_seconds)
-        output["quality"] = quality_receipts(
-            source, out_dir, sample, plan.picture, renditions, settings, should_stop
+    windows = windows_within(
+        quality_windows(info, renditions, settings), part.start_seconds, part.end_seconds
+    )
+    if video and windows and settings.quality_receipts and plan.picture is not None:
+        # The receipts' windows that fall in this part; the stitch pools every part's scores.
+        scores = quality_scores(
+            source,
+            out_dir,
+            info,
+            plan.picture,
+            renditions,
+            settings,
+            should_stop,
+            windows=windows,
+            source_offset=part.start_seconds,
         )
+        output["quality"] = [None if score is None else asdict(score) for score in scores]
     on_progress(100.0)
     return output
 

@@ -5,7 +5,11 @@ PSNR and SSIM. The sample is a few short windows spread over the video, decoded 
 from the source (through the same deinterlacing and tone mapping as the renditions, so an
 HDR source is judged against what an SDR screen should show) and from every rendition; each
 rendition is scaled up to the top rendition's size, as a viewer's player would show it.
-Planning, the command and reading the logs are pure; ``measure_quality`` runs it.
+A transcode in parts measures, in each part, the windows that fall in it (`windows_within`),
+and the stitch pools the parts' per-frame scores into one receipt (`merged_receipts`): the
+sample spans the whole video, as for a source transcoded whole, and its cost is spread over
+the parts. Planning, the command, reading the logs and pooling are pure; ``measure_scores``
+runs it.
 """
 
 from __future__ import annotations
@@ -55,6 +59,78 @@ class Window:
 
 
 @dataclass(frozen=True)
+class Scores:
+    """One rendition's per-frame scores over some windows: VMAF, or PSNR with SSIM."""
+
+    metric: Metric
+    values: tuple[float, ...]  # VMAF, or PSNR
+    ssim: tuple[float, ...] = ()
+    sample_seconds: float = 0.0
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Scores:
+        return cls(
+            record["metric"],
+            tuple(record["values"]),
+            tuple(record.get("ssim", ())),
+            float(record["sample_seconds"]),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What the scores say, as a receipt shows it."""
+        values = list(self.values)
+        if self.metric == "vmaf":
+            return {
+                "metric": "vmaf",
+                "model": VMAF_MODEL.partition("=")[2],
+                "vmaf_mean": round(sum(values) / len(values), 2),
+                "vmaf_p5": round(percentile(values, PERCENTILE), 2),
+                "frames": len(values),
+            }
+        return {
+            "metric": "psnr_ssim",
+            "psnr_mean": round(sum(values) / len(values), 2),
+            "psnr_p5": round(percentile(values, PERCENTILE), 2),
+            "ssim_mean": round(sum(self.ssim) / len(self.ssim), 4),
+            "frames": len(values),
+        }
+
+    def receipt(self) -> dict[str, Any]:
+        return self.summary() | {"sample_seconds": round(self.sample_seconds, 3)}
+
+
+def pooled(scores: Sequence[Scores]) -> Scores:
+    """The scores of several parts as one sample (every part measured with the same metric)."""
+    if len({score.metric for score in scores}) != 1:
+        raise ValueError("parts measured with different metrics")
+    return Scores(
+        scores[0].metric,
+        tuple(value for score in scores for value in score.values),
+        tuple(value for score in scores for value in score.ssim),
+        sum(score.sample_seconds for score in scores),
+    )
+
+
+def merged_receipts(
+    per_part: Sequence[Sequence[dict[str, Any] | None] | None], count: int
+) -> list[dict[str, Any] | None]:
+    """Each of `count` renditions' receipt from the scores the video parts measured, in part
+    order (a part without a window, or whose measure failed, adds nothing). A part recorded
+    before parts kept scores holds a finished receipt, which stands as it is."""
+    receipts: list[dict[str, Any] | None] = []
+    for index in range(count):
+        records = [record for part in per_part if part and (record := part[index]) is not None]
+        finished = [record for record in records if "values" not in record]
+        if finished:
+            receipts.append(finished[0])
+        elif records:
+            receipts.append(pooled([Scores.from_record(record) for record in records]).receipt())
+        else:
+            receipts.append(None)
+    return receipts
+
+
+@dataclass(frozen=True)
 class Cut:
     """Where a rendition's part of a window is read: a file, and how far into it."""
 
@@ -81,6 +157,17 @@ def plan_windows(duration: float, fps: float, segment_seconds: float) -> list[Wi
         start = boundary + half_frame if boundary > 0 else 0.0
         windows.append(Window(round(min(start, max(0.0, duration - seconds)), 6), seconds))
     return list(dict.fromkeys(windows))
+
+
+def windows_within(windows: Sequence[Window], start: float, end: float | None) -> list[Window]:
+    """The windows that start in [start, end), a part's span, on the part's own clock (its
+    first segment at 0). A window lies inside one segment, and parts are whole segments, so
+    a window that starts in a part ends in it too."""
+    return [
+        Window(round(window.start - start, 6), window.seconds)
+        for window in windows
+        if start <= window.start and (end is None or window.start < end)
+    ]
 
 
 def subsample(fps: float, window: Window) -> int:
@@ -146,10 +233,13 @@ def build_quality_command(
     *,
     metric: Metric,
     every_frame: bool = False,
+    source_offset: float = 0.0,
 ) -> list[str]:
     """One ffmpeg that writes a per-frame log for every rendition (``log_path``), scoring
     every ``subsample``-th frame of each window (each frame with ``every_frame``, for a bench
-    that wants the whole clip); ``cuts[i][w]`` is where rendition i's part of window w is read."""
+    that wants the whole clip); ``cuts[i][w]`` is where rendition i's part of window w is read.
+    The windows are on the renditions' clock; ``source_offset`` is where that clock's 0 is on
+    the whole video's (a part's start)."""
 
     def step(fps: float, window: Window) -> int:
         return 1 if every_frame else subsample(fps, window)
@@ -168,7 +258,7 @@ def build_quality_command(
             f=info.demuxer,
             protocol_whitelist="file",
             threads=DECODER_THREADS,
-            **_cut(window.start + offset, window.seconds),
+            **_cut(window.start + source_offset + offset, window.seconds),
         )[str(video.index)]
         shown = picture_steps(shown, picture).filter("setpts", "PTS-STARTPTS")
         for rate, branch in zip(rates, split_stream(shown, len(rates)), strict=True):
@@ -230,30 +320,28 @@ def build_quality_command(
     return args
 
 
+def vmaf_scores(text: str, sample_seconds: float = 0.0) -> Scores:
+    frames = tuple(float(frame["metrics"]["vmaf"]) for frame in json.loads(text)["frames"])
+    if not frames:
+        raise ValueError("empty VMAF log")
+    return Scores("vmaf", frames, sample_seconds=sample_seconds)
+
+
+def psnr_ssim_scores(psnr_text: str, ssim_text: str, sample_seconds: float = 0.0) -> Scores:
+    # An identical frame has infinite PSNR ("inf"); it is capped where a frame is that good.
+    psnr = tuple(min(100.0, float(value)) for value in _PSNR_LINE.findall(psnr_text))
+    ssim = tuple(float(value) for value in _SSIM_LINE.findall(ssim_text))
+    if not psnr or not ssim:
+        raise ValueError("empty PSNR or SSIM log")
+    return Scores("psnr_ssim", psnr, ssim, sample_seconds)
+
+
 def read_vmaf_log(text: str) -> dict[str, Any]:
-    frames = [float(frame["metrics"]["vmaf"]) for frame in json.loads(text)["frames"]]
-    return {
-        "metric": "vmaf",
-        "model": VMAF_MODEL.partition("=")[2],
-        "vmaf_mean": round(sum(frames) / len(frames), 2),
-        "vmaf_p5": round(percentile(frames, PERCENTILE), 2),
-        "frames": len(frames),
-    }
+    return vmaf_scores(text).summary()
 
 
 def read_psnr_ssim_logs(psnr_text: str, ssim_text: str) -> dict[str, Any]:
-    # An identical frame has infinite PSNR ("inf"); it is capped where a frame is that good.
-    psnr = [min(100.0, float(value)) for value in _PSNR_LINE.findall(psnr_text)]
-    ssim = [float(value) for value in _SSIM_LINE.findall(ssim_text)]
-    if not psnr or not ssim:
-        raise ValueError("empty PSNR or SSIM log")
-    return {
-        "metric": "psnr_ssim",
-        "psnr_mean": round(sum(psnr) / len(psnr), 2),
-        "psnr_p5": round(percentile(psnr, PERCENTILE), 2),
-        "ssim_mean": round(sum(ssim) / len(ssim), 4),
-        "frames": len(psnr),
-    }
+    return psnr_ssim_scores(psnr_text, ssim_text).summary()
 
 
 @lru_cache(maxsize=4)
@@ -287,30 +375,41 @@ def segment_cuts(media_dir: Path, windows: Sequence[Window], scratch: Path) -> l
     return cuts
 
 
-def measure_quality(
+def measure_scores(
     ffmpeg: str,
     source: Path,
     info: MediaInfo,
     picture: PicturePlan,
     renditions: Sequence[Rendition],
     hls_dir: Path,
+    windows: Sequence[Window],
     *,
-    segment_seconds: float,
+    source_offset: float = 0.0,
     timeout: float,
     memory_limit_bytes: int | None,
     should_stop: Callable[[], bool],
-) -> list[dict[str, Any]]:
-    """A receipt per rendition, in order; the logs go to a temporary folder of this process."""
-    if not renditions or info.video is None:
+) -> list[Scores]:
+    """Each rendition's scores over `windows` (on the clock of the renditions in `hls_dir`,
+    whose 0 is `source_offset` into the video), in order; the logs go to a temporary folder
+    of this process."""
+    if not renditions or info.video is None or not windows:
         return []
-    lowest_fps = min(r.fps for r in renditions)
-    windows = plan_windows(info.duration, lowest_fps, segment_seconds)
     metric: Metric = "vmaf" if has_vmaf(ffmpeg) else "psnr_ssim"
+    sample_seconds = sum(window.seconds for window in windows)
     with tempfile.TemporaryDirectory(prefix="conveyor-quality-") as scratch:
         log_dir = Path(scratch)
         cuts = [segment_cuts(hls_dir / r.name, windows, log_dir) for r in renditions]
         args = build_quality_command(
-            ffmpeg, source, info, picture, renditions, cuts, windows, log_dir, metric=metric
+            ffmpeg,
+            source,
+            info,
+            picture,
+            renditions,
+            cuts,
+            windows,
+            log_dir,
+            metric=metric,
+            source_offset=source_offset,
         )
         run_ffmpeg(
             args,
@@ -319,14 +418,13 @@ def measure_quality(
             timeout=timeout,
             memory_limit_bytes=memory_limit_bytes,
         )
-        receipts = []
-        for rendition in renditions:
-            if metric == "vmaf":
-                receipt = read_vmaf_log(log_path(log_dir, rendition, "vmaf").read_text())
-            else:
-                receipt = read_psnr_ssim_logs(
-                    log_path(log_dir, rendition, "psnr").read_text(),
-                    log_path(log_dir, rendition, "ssim").read_text(),
-                )
-            receipts.append(receipt | {"sample_seconds": round(sum(w.seconds for w in windows), 3)})
-    return receipts
+        if metric == "vmaf":
+            return [vmaf_scores(log_path(log_dir, r, "vmaf").read_text(), sample_seconds) for r in renditions]
+        return [
+            psnr_ssim_scores(
+                log_path(log_dir, r, "psnr").read_text(),
+                log_path(log_dir, r, "ssim").read_text(),
+                sample_seconds,
+            )
+            for r in renditions
+        ]

@@ -32,6 +32,7 @@ from services.media.playlists import (
     parse_media_playlist,
 )
 from services.media.probe import MediaInfo
+from services.media.quality import merged_receipts
 from services.media.storyboard import (
     POSTER_FILE,
     SPRITE_FILE,
@@ -167,7 +168,7 @@ def stitch_parts(
         extras[f"{holder.output['extras']}{POSTER_FILE}"] = out_dir / POSTER_FILE
     _fetch(workspace, extras, should_stop)
     _storyboard(workspace, out_dir, scratch, plan, video, settings, should_stop)
-    receipts = video[0].output.get("quality") or [None] * len(plan.renditions)
+    receipts = merged_receipts([p.output.get("quality") for p in video], len(plan.renditions))
     origin = info.video.start_time if info.video is not None else info.start_time
     output = ladder_output(
         out_dir,

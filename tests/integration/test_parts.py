@@ -27,6 +27,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import JobPart
+from services.config import Settings
+from services.media.hls import plan_transcode
+from services.media.part_transcode import encode_part
+from services.media.parts import plan_parts
+from services.media.probe import probe, probe_limits
+from services.media.quality import merged_receipts
 from tests.fixtures import HOST, ApiClient, WorkerProcess, video_alone_on, wait_until
 from tests.media import make_clip, make_long_flat_clip, understate_duration
 from tests.processes import ffmpeg_for
@@ -223,7 +229,7 @@ def running_ffmpeg(job_id: str) -> list[psutil.Process]:
 
 
 def encoding_ffmpeg(job_id: str) -> list[psutil.Process]:
-    """The parts' encoders, not the first part's quality receipts: those are measured on a
+    """The parts' encoders, not their quality receipts: those are measured on a
     best-effort basis, and a receipt that dies leaves its part succeeded."""
     return [p for p in running_ffmpeg(job_id) if "-hls_segment_filename" in p.info["cmdline"]]
 
@@ -314,3 +320,30 @@ def test_a_part_past_its_time_limit_fails_the_job_with_timeout(
         parts = transcode_stage(job)["parts"]
         assert any(p["status"] == "failed" for p in parts), parts
         assert not any(p["status"] in ("queued", "running") for p in parts), parts
+
+
+def test_every_part_measures_the_receipt_windows_that_fall_in_it(tmp_path: Path) -> None:
+    """A 42 s source in two video parts: the receipts' sample spans the whole video (a window
+    in each part, each measured by its own part), not the first part alone, and the stitch
+    pools both parts' scores into each rendition's receipt."""
+    source = make_clip(tmp_path / "clip.mp4", width=426, height=240, seconds=42, audio=False)
+    settings = Settings(segment_seconds=4, part_seconds=20)
+    info = probe(source, probe_limits(settings))
+    plan = plan_transcode(lambda: source, settings, info=info, requested=["240p"])
+    parts = [p for p in plan_parts(info, segment_seconds=4, part_seconds=20) if p.kind == "video"]
+    assert [(p.start_seconds, p.end_seconds) for p in parts] == [(0.0, 20.0), (20.0, None)]
+    measured = []
+    for part in parts:
+        out = tmp_path / f"part{part.index}"
+        out.mkdir()
+        output = encode_part(
+            source, out / "hls", out / "extras", settings, info=info, plan=plan, part=part,
+            timeout=120, on_progress=lambda _: None, should_stop=lambda: False,
+        )  # fmt: skip
+        [scores] = output["quality"]
+        assert scores["metric"] == "vmaf" and scores["sample_seconds"] == 0.5  # one window each
+        measured.append(output["quality"])
+    [receipt] = merged_receipts(measured, 1)
+    assert receipt is not None and receipt["sample_seconds"] == 1.0
+    assert receipt["frames"] == sum(len(part[0]["values"]) for part in measured) == 10
+    assert 30 < receipt["vmaf_p5"] <= receipt["vmaf_mean"] <= 100

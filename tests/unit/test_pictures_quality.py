@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -23,14 +23,17 @@ from services.media.playlists import Bitrates, MediaPlaylist, Segment
 from services.media.probe import AudioStream, MediaInfo, SubtitleStream, VideoStream
 from services.media.quality import (
     Cut,
+    Scores,
     Window,
     build_quality_command,
     locate,
+    merged_receipts,
     percentile,
     plan_windows,
     read_psnr_ssim_logs,
     read_vmaf_log,
     subsample,
+    windows_within,
 )
 from services.storage import rewrite_mpd
 
@@ -179,6 +182,55 @@ def test_vmaf_and_psnr_logs_are_read() -> None:
         "ssim_mean": 0.995,
         "frames": 2,
     }
+
+
+def test_a_part_measures_the_windows_that_fall_in_it_on_its_own_clock() -> None:
+    """Two minutes in two parts: the sample spans both, not the first minute alone."""
+    windows = plan_windows(120.0, 30.0, 4.0)
+    assert [w.start for w in windows] == [0.0, round(40 + 1 / 60, 6), round(80 + 1 / 60, 6)]
+    first, second = windows_within(windows, 0.0, 60.0), windows_within(windows, 60.0, None)
+    assert first == windows[:2]
+    assert second == [Window(round(20 + 1 / 60, 6), windows[2].seconds)]
+    assert windows_within(windows, 40.0, 80.0) == [Window(round(1 / 60, 6), windows[1].seconds)]
+    assert windows_within(windows, 4.0, 40.0) == []  # a part with no window measures nothing
+
+
+def test_the_parts_scores_pool_into_one_receipt_per_rendition() -> None:
+    low = [Scores("vmaf", (80.0, 82.0), sample_seconds=0.5), Scores("vmaf", (90.0,), sample_seconds=0.5)]
+    high = [Scores("vmaf", (95.0, 97.0), sample_seconds=0.5), None]  # this part's measure failed
+    per_part = [[asdict(low[0]), asdict(high[0])], None, [asdict(low[1]), None]]  # part 1: no window
+    low_receipt, high_receipt = merged_receipts(per_part, 2)
+    assert low_receipt == Scores("vmaf", (80.0, 82.0, 90.0), sample_seconds=1.0).receipt()
+    assert (low_receipt["frames"], low_receipt["vmaf_mean"], low_receipt["sample_seconds"]) == (3, 84.0, 1.0)
+    assert high_receipt is not None and high_receipt["frames"] == 2
+    assert merged_receipts([None, None], 2) == [None, None]
+
+
+def test_a_part_measured_before_pooled_scores_keeps_its_receipt() -> None:
+    """A job whose first part ran on the previous release (a finished receipt in its output)
+    still stitches, with that receipt."""
+    old = {"metric": "vmaf", "model": "vmaf_v0.6.1", "vmaf_mean": 93.1, "vmaf_p5": 90.2, "frames": 15}
+    assert merged_receipts([[old], None], 1) == [old]
+
+
+def test_psnr_scores_pool_with_their_ssim() -> None:
+    pooled = merged_receipts(
+        [
+            [asdict(Scores("psnr_ssim", (40.0,), (0.98,), 0.5))],
+            [asdict(Scores("psnr_ssim", (44.0,), (0.99,), 0.5))],
+        ],
+        1,
+    )
+    assert pooled == [
+        {
+            "metric": "psnr_ssim",
+            "psnr_mean": 42.0,
+            "psnr_p5": 40.2,
+            "ssim_mean": 0.985,
+            "frames": 2,
+            "sample_seconds": 1.0,
+        }
+    ]
 
 
 def test_dash_manifest_lists_every_segment_of_every_rendition() -> None:

@@ -115,8 +115,9 @@ def merged_receipts(
     per_part: Sequence[Sequence[dict[str, Any] | None] | None], count: int
 ) -> list[dict[str, Any] | None]:
     """Each of `count` renditions' receipt from the scores the video parts measured, in part
-    order (a part without a window, or whose measure failed, adds nothing). A part recorded
-    before parts kept scores holds a finished receipt, which stands as it is."""
+    order (a part without a window, or whose measure failed, adds nothing). Hosts may run
+    unlike ffmpegs (one with libvmaf, one without): only scores like the first part's pool.
+    A part recorded before parts kept scores holds a finished receipt, which stands as it is."""
     receipts: list[dict[str, Any] | None] = []
     for index in range(count):
         records = [record for part in per_part if part and (record := part[index]) is not None]
@@ -124,7 +125,8 @@ def merged_receipts(
         if finished:
             receipts.append(finished[0])
         elif records:
-            receipts.append(pooled([Scores.from_record(record) for record in records]).receipt())
+            alike = [Scores.from_record(r) for r in records if r["metric"] == records[0]["metric"]]
+            receipts.append(pooled(alike).receipt())
         else:
             receipts.append(None)
     return receipts

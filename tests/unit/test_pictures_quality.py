@@ -269,3 +269,12 @@ def test_dash_manifest_lists_every_segment_of_every_rendition() -> None:
     urls = [u.get("media") for u in root.iter("{urn:mpeg:dash:schema:mpd:2011}SegmentURL")]
     assert urls[0] == "https://s3/240p/seg_00000.m4s?X=1&Y=2"
     assert root.findtext(".//d:BaseURL", namespaces=ns) == "https://s3/text-0/abc.vtt?X=1&Y=2"
+
+
+def test_parts_measured_by_unlike_ffmpegs_still_stitch() -> None:
+    """Hosts may run different ffmpegs (one with libvmaf, one without): the stitch, which must
+    not fail for a best-effort measure, pools the scores like the first part's."""
+    vmaf = asdict(Scores("vmaf", (90.0, 92.0), sample_seconds=0.5))
+    psnr = asdict(Scores("psnr_ssim", (40.0,), (0.98,), 0.5))
+    [receipt] = merged_receipts([[vmaf], [psnr]], 1)
+    assert receipt == Scores("vmaf", (90.0, 92.0), sample_seconds=0.5).receipt()
